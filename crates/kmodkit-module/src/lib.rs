@@ -1,0 +1,381 @@
+//! Reads one Linux kernel module file: `.ko`, or `.ko.xz`, `.ko.zst`,
+//! `.ko.gz` (detected by magic), ELF32 or ELF64 in either byte order.
+//!
+//! What a module carries, and where (kernel `scripts/mod/modpost.c`,
+//! `include/linux/export-internal.h`, `include/linux/module.h`):
+//!
+//! * `.modinfo` — NUL-separated `key=value` strings (name, vermagic,
+//!   depends, alias, softdep, firmware, parm/parmtype, license, ...).
+//! * `__versions` — the CRCs the module expects of the symbols it imports:
+//!   records of `{unsigned long crc; char name[64 - sizeof(long)]}`.
+//! * `__version_ext_names` / `__version_ext_crcs` — extended modversions
+//!   (Linux 6.14+): NUL-separated names and a parallel `u32` array.
+//! * exports — `__ksymtab_<sym>` labels in `__ksymtab` or `__ksymtab_gpl`,
+//!   the namespace string at `__kstrtabns_<sym>`, and the CRC in
+//!   `__kcrctab*` at `__crc_<sym>` (or an absolute `__crc_` value).
+//! * `.gnu.linkonce.this_module` — the module's `struct module`; its size
+//!   must equal the running kernel's.
+//! * an appended signature (see [`signature`]).
+//!
+//! Nothing here panics on hostile input: every failure is an [`Error`] that
+//! names the file and the problem.
+
+pub mod compression;
+pub mod elf;
+pub mod signature;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use compression::{Compression, DecompressError};
+pub use elf::{Class, ElfError, Endian};
+pub use signature::Signature;
+
+/// A module file could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {kind}", path.display())]
+pub struct Error {
+    pub path: PathBuf,
+    pub kind: ErrorKind,
+}
+
+/// What went wrong while reading a module file.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Decompress(#[from] DecompressError),
+    #[error("{0}")]
+    Elf(#[from] ElfError),
+    #[error("{compression}-compressed data does not hold an ELF object: {source}")]
+    CompressedNotElf {
+        compression: Compression,
+        source: ElfError,
+    },
+}
+
+/// The raw (decompressed) bytes of a module file.
+#[derive(Debug, Clone)]
+pub struct ModuleFile {
+    pub path: PathBuf,
+    pub compression: Compression,
+    /// File size on disk.
+    pub stored_size: u64,
+    /// The ELF image, including any appended signature.
+    pub data: Vec<u8>,
+}
+
+impl ModuleFile {
+    /// Reads and, if needed, decompresses a module file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with_limit(path, compression::DEFAULT_LIMIT)
+    }
+
+    /// Like [`ModuleFile::open`], with a ceiling on the decompressed size.
+    pub fn open_with_limit(path: impl AsRef<Path>, limit: u64) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error {
+            path: path.to_path_buf(),
+            kind: e.into(),
+        })?;
+        Self::from_bytes(path, bytes, limit)
+    }
+
+    /// Wraps bytes already in memory; `path` is used in error messages.
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: Vec<u8>, limit: u64) -> Result<Self, Error> {
+        let path = path.as_ref().to_path_buf();
+        let compression = Compression::detect(&bytes);
+        let stored_size = bytes.len() as u64;
+        let data = if compression == Compression::None {
+            bytes
+        } else {
+            compression::decompress(compression, &bytes, limit).map_err(|e| Error {
+                path: path.clone(),
+                kind: e.into(),
+            })?
+        };
+        Ok(ModuleFile {
+            path,
+            compression,
+            stored_size,
+            data,
+        })
+    }
+
+    /// Parses everything the module carries.
+    pub fn parse(&self) -> Result<Module, Error> {
+        Module::parse(&self.data).map_err(|e| Error {
+            path: self.path.clone(),
+            kind: if self.compression == Compression::None {
+                ErrorKind::Elf(e)
+            } else {
+                ErrorKind::CompressedNotElf {
+                    compression: self.compression,
+                    source: e,
+                }
+            },
+        })
+    }
+}
+
+/// Reads and parses a module file in one step.
+pub fn read_module(path: impl AsRef<Path>) -> Result<(ModuleFile, Module), Error> {
+    let file = ModuleFile::open(path)?;
+    let module = file.parse()?;
+    Ok((file, module))
+}
+
+/// One `.modinfo` entry. Bytes are kept as found: values are C strings and
+/// need not be UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModinfoEntry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+impl ModinfoEntry {
+    pub fn key_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.key)
+    }
+    pub fn value_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.value)
+    }
+}
+
+/// A symbol version: an imported symbol and the CRC the module expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SymbolVersion {
+    pub name: String,
+    /// The CRC value; `unsigned long` on disk, only the low 32 bits are
+    /// meaningful on current kernels.
+    pub crc: u64,
+}
+
+/// A symbol this module exports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportedSymbol {
+    pub name: String,
+    /// The modversions CRC, when the kernel was built with modversions.
+    pub crc: Option<u32>,
+    /// Exported with `EXPORT_SYMBOL_GPL` (in `__ksymtab_gpl`).
+    pub gpl_only: bool,
+    /// `EXPORT_SYMBOL_NS` namespace.
+    pub namespace: Option<String>,
+}
+
+/// A symbol this module needs from elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UndefinedSymbol {
+    pub name: String,
+    /// Weak references may stay unresolved.
+    pub weak: bool,
+}
+
+/// Everything read from one module.
+#[derive(Debug, Clone, Serialize)]
+pub struct Module {
+    pub class: Class,
+    pub endian: Endian,
+    pub machine: u16,
+    /// `.modinfo` in file order.
+    #[serde(serialize_with = "ser_modinfo")]
+    pub modinfo: Vec<ModinfoEntry>,
+    /// `__versions`, in file order.
+    pub versions: Vec<SymbolVersion>,
+    /// Extended modversions, when both sections are present.
+    pub extended_versions: Option<Vec<SymbolVersion>>,
+    pub exports: Vec<ExportedSymbol>,
+    pub undefined: Vec<UndefinedSymbol>,
+    /// Size of `.gnu.linkonce.this_module` (= `sizeof(struct module)`).
+    pub this_module_size: Option<u64>,
+    pub signature: Option<Signature>,
+}
+
+fn ser_modinfo<S: serde::Serializer>(v: &[ModinfoEntry], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for e in v {
+        seq.serialize_element(&[e.key_str(), e.value_str()])?;
+    }
+    seq.end()
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Module {
+    /// Parses a decompressed module image.
+    pub fn parse(data: &[u8]) -> Result<Module, ElfError> {
+        let elf = elf::Elf::parse(data)?;
+        let symbols = elf.symbols()?;
+        Ok(Module {
+            class: elf.class(),
+            endian: elf.endian(),
+            machine: elf.machine(),
+            modinfo: read_modinfo(&elf),
+            versions: read_versions(&elf)?,
+            extended_versions: read_extended_versions(&elf),
+            exports: read_exports(&elf, &symbols),
+            undefined: read_undefined(&elf, &symbols),
+            this_module_size: elf.section(".gnu.linkonce.this_module").map(|s| s.size),
+            signature: signature::parse_signature(data),
+        })
+    }
+
+    /// All values of a `.modinfo` key, in file order.
+    pub fn modinfo_values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.modinfo
+            .iter()
+            .filter(move |e| e.key == key.as_bytes())
+            .map(|e| e.value.as_slice())
+    }
+
+    /// The first value of a `.modinfo` key, as text.
+    pub fn modinfo_first(&self, key: &str) -> Option<String> {
+        self.modinfo_values(key).next().map(lossy)
+    }
+}
+
+/// Splits `.modinfo` as kmod's `kmod_elf_get_strings` does: leading NULs
+/// skipped, runs of NULs separate strings, a final unterminated string
+/// counts; a string without `=` is a key with an empty value.
+fn read_modinfo(elf: &elf::Elf<'_>) -> Vec<ModinfoEntry> {
+    let Some(bytes) = elf.section_data(".modinfo") else {
+        return Vec::new();
+    };
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    let bytes = &bytes[start..];
+    if bytes.len() <= 1 {
+        return Vec::new();
+    }
+    bytes
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.iter().position(|&b| b == b'=') {
+            Some(eq) => ModinfoEntry {
+                key: s[..eq].to_vec(),
+                value: s[eq + 1..].to_vec(),
+            },
+            None => ModinfoEntry {
+                key: s.to_vec(),
+                value: Vec::new(),
+            },
+        })
+        .collect()
+}
+
+/// `__versions`: 64-byte records on both ELF classes (`unsigned long crc`
+/// then the name filling the rest, see `struct modversion_info`).
+fn read_versions(elf: &elf::Elf<'_>) -> Result<Vec<SymbolVersion>, ElfError> {
+    let Some(bytes) = elf.section_data("__versions") else {
+        return Ok(Vec::new());
+    };
+    const RECORD: usize = 64;
+    if bytes.len() % RECORD != 0 {
+        return Err(ElfError::BadEntrySize {
+            section: "__versions",
+            len: bytes.len() as u64,
+            entry: RECORD as u64,
+        });
+    }
+    let crc_size = match elf.class() {
+        Class::Elf32 => 4,
+        Class::Elf64 => 8,
+    };
+    Ok(bytes
+        .chunks_exact(RECORD)
+        .map(|rec| SymbolVersion {
+            crc: elf.uint_in(rec, 0, crc_size).unwrap_or(0),
+            name: lossy(elf::c_str_at(&rec[crc_size..], 0)),
+        })
+        .collect())
+}
+
+/// Extended modversions (kernel 6.14, `CONFIG_EXTENDED_MODVERSIONS`): used
+/// only when both sections exist, as in `kernel/module/version.c`.
+fn read_extended_versions(elf: &elf::Elf<'_>) -> Option<Vec<SymbolVersion>> {
+    let names = elf.section_data("__version_ext_names")?;
+    let crcs = elf.section_data("__version_ext_crcs")?;
+    let names = names.split(|&b| b == 0).filter(|s| !s.is_empty());
+    Some(
+        names
+            .zip(crcs.chunks_exact(4))
+            .map(|(name, crc)| SymbolVersion {
+                name: lossy(name),
+                crc: elf.uint_in(crc, 0, 4).unwrap_or(0),
+            })
+            .collect(),
+    )
+}
+
+/// The CRC behind a `__crc_<sym>` symbol, as kmod's `kmod_elf_resolve_crc`:
+/// an absolute symbol holds the value itself; otherwise the value is an
+/// offset into the section (`__kcrctab*`) holding a `u32`.
+fn resolve_crc(elf: &elf::Elf<'_>, sym: &elf::Symbol<'_>) -> Option<u32> {
+    if sym.shndx == elf::SHN_ABS || sym.shndx == elf::SHN_UNDEF {
+        return Some(sym.value as u32);
+    }
+    let sec = elf.section_by_index(sym.shndx)?;
+    let bytes = elf.section_bytes(&sec);
+    let off = usize::try_from(sym.value).ok()?;
+    elf.uint_in(bytes, off, 4).map(|v| v as u32)
+}
+
+fn read_exports(elf: &elf::Elf<'_>, symbols: &[elf::Symbol<'_>]) -> Vec<ExportedSymbol> {
+    use std::collections::HashMap;
+    let mut crcs: HashMap<&[u8], u32> = HashMap::new();
+    let mut namespaces: HashMap<&[u8], &[u8]> = HashMap::new();
+    let mut entries: Vec<(&[u8], bool)> = Vec::new();
+    for sym in symbols {
+        if let Some(name) = sym.name.strip_prefix(b"__crc_") {
+            if let Some(crc) = resolve_crc(elf, sym) {
+                crcs.insert(name, crc);
+            }
+        } else if let Some(name) = sym.name.strip_prefix(b"__kstrtabns_") {
+            if let Some(sec) = elf.section_by_index(sym.shndx) {
+                let bytes = elf.section_bytes(&sec);
+                namespaces.insert(name, elf::c_str_at(bytes, sym.value as usize));
+            }
+        } else if let Some(name) = sym.name.strip_prefix(b"__ksymtab_") {
+            if sym.shndx == elf::SHN_UNDEF {
+                continue;
+            }
+            let Some(sec) = elf.section_by_index(sym.shndx) else {
+                continue;
+            };
+            match sec.name {
+                b"__ksymtab" => entries.push((name, false)),
+                b"__ksymtab_gpl" => entries.push((name, true)),
+                _ => {}
+            }
+        }
+    }
+    entries
+        .into_iter()
+        .map(|(name, gpl_only)| ExportedSymbol {
+            name: lossy(name),
+            crc: crcs.get(name).copied(),
+            gpl_only,
+            namespace: namespaces.get(name).filter(|ns| !ns.is_empty()).map(|ns| lossy(ns)),
+        })
+        .collect()
+}
+
+/// Undefined symbols as kmod's `kmod_elf_get_dependency_symbols` lists
+/// them: section index `SHN_UNDEF`, non-empty name, SPARC register symbols
+/// excluded.
+fn read_undefined(elf: &elf::Elf<'_>, symbols: &[elf::Symbol<'_>]) -> Vec<UndefinedSymbol> {
+    let sparc = matches!(elf.machine(), elf::EM_SPARC | elf::EM_SPARCV9);
+    symbols
+        .iter()
+        .filter(|s| s.shndx == elf::SHN_UNDEF && !s.name.is_empty())
+        .filter(|s| !(sparc && s.kind() == elf::STT_REGISTER))
+        .map(|s| UndefinedSymbol {
+            name: lossy(s.name),
+            weak: s.bind() == elf::STB_WEAK,
+        })
+        .collect()
+}

@@ -1,0 +1,260 @@
+//! The signature appended to a module file.
+//!
+//! Layout, from the end of the file backwards (`scripts/sign-file.c`,
+//! `include/linux/module_signature.h`, kmod's `libkmod-signature.c`):
+//!
+//! ```text
+//! [ELF image][signer][key id][signature: sig_len bytes]
+//! [struct module_signature: algo u8, hash u8, id_type u8, signer_len u8,
+//!  key_id_len u8, pad[3], sig_len u32 big-endian]
+//! ["~Module signature appended~\n"]
+//! ```
+//!
+//! Modern kernels use `id_type` 2 (PKCS#7): signer and key id lengths are
+//! 0 and the signature bytes are a DER `ContentInfo` (SignedData). As kmod
+//! does, the signer is the issuer's commonName of the first SignerInfo, the
+//! key id its serial number, the hash its digest algorithm and the
+//! signature its encryptedDigest.
+
+use serde::Serialize;
+
+pub const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
+const MODSIG_SIZE: usize = 12;
+
+const PKEY_ALGO: [&str; 2] = ["DSA", "RSA"];
+const PKEY_HASH: [&str; 9] = [
+    "md4", "md5", "sha1", "rmd160", "sha256", "sha384", "sha512", "sha224", "sm3",
+];
+const PKEY_ID_TYPE: [&str; 3] = ["PGP", "X509", "PKCS#7"];
+
+/// A parsed module signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Signature {
+    /// `PGP`, `X509` or `PKCS#7`.
+    pub id_type: String,
+    /// Public-key algorithm from the trailer (`RSA`, `DSA`); for PKCS#7
+    /// the trailer carries 0 and the real algorithm lives in the blob.
+    pub algorithm: String,
+    /// Digest algorithm (`sha256`, ...), or `None` when unrecognised.
+    pub hash_algorithm: Option<String>,
+    /// Signer name: the certificate issuer's commonName for PKCS#7.
+    #[serde(serialize_with = "ser_lossy")]
+    pub signer: Vec<u8>,
+    /// Key identifier: the certificate serial number for PKCS#7.
+    #[serde(serialize_with = "ser_hex")]
+    pub key_id: Vec<u8>,
+    /// The raw signature value (PKCS#7 encryptedDigest).
+    #[serde(serialize_with = "ser_hex")]
+    pub signature: Vec<u8>,
+    /// Length of the ELF image before the signature.
+    pub signed_size: usize,
+    /// False when the PKCS#7 blob could not be decoded; the trailer was
+    /// still valid. kmod prints no signature fields in that case.
+    pub pkcs7_decoded: bool,
+}
+
+fn ser_hex<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex_colon(v))
+}
+
+fn ser_lossy<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v))
+}
+
+/// `01:AB:...` as kmod prints key ids, without line breaks.
+pub fn hex_colon(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push_str(&format!("{b:02X}"));
+    }
+    s
+}
+
+/// Reads the signature trailer, with kmod's acceptance rules: a missing
+/// magic, an out-of-range algorithm, hash or id type, or a length that does
+/// not fit make the file "not signed" rather than an error.
+pub fn parse_signature(file: &[u8]) -> Option<Signature> {
+    let size = file.len().checked_sub(SIGNATURE_MAGIC.len())?;
+    if &file[size..] != SIGNATURE_MAGIC {
+        return None;
+    }
+    let size = size.checked_sub(MODSIG_SIZE)?;
+    let modsig = &file[size..size + MODSIG_SIZE];
+    let (algo, hash, id_type) = (modsig[0] as usize, modsig[1] as usize, modsig[2] as usize);
+    let (signer_len, key_id_len) = (modsig[3] as usize, modsig[4] as usize);
+    let sig_len = u32::from_be_bytes([modsig[8], modsig[9], modsig[10], modsig[11]]) as usize;
+    if algo >= PKEY_ALGO.len() || hash >= PKEY_HASH.len() || id_type >= PKEY_ID_TYPE.len() {
+        return None;
+    }
+    if sig_len == 0 || size < signer_len + key_id_len + sig_len {
+        return None;
+    }
+    let sig_start = size - sig_len;
+    let sig = &file[sig_start..size];
+    let key_start = sig_start - key_id_len;
+    let signer_start = key_start - signer_len;
+    let mut out = Signature {
+        id_type: PKEY_ID_TYPE[id_type].to_string(),
+        algorithm: PKEY_ALGO[algo].to_string(),
+        hash_algorithm: Some(PKEY_HASH[hash].to_string()),
+        signer: file[signer_start..key_start].to_vec(),
+        key_id: file[key_start..sig_start].to_vec(),
+        signature: sig.to_vec(),
+        signed_size: signer_start,
+        pkcs7_decoded: true,
+    };
+    if id_type == 2 {
+        match decode_pkcs7(sig) {
+            Some(p) => {
+                out.signer = p.signer;
+                out.key_id = p.serial;
+                out.signature = p.encrypted_digest;
+                out.hash_algorithm = p.hash;
+            }
+            None => {
+                out.pkcs7_decoded = false;
+                out.hash_algorithm = None;
+            }
+        }
+    }
+    Some(out)
+}
+
+struct Pkcs7Info {
+    signer: Vec<u8>,
+    serial: Vec<u8>,
+    hash: Option<String>,
+    encrypted_digest: Vec<u8>,
+}
+
+/// A DER TLV: tag byte, contents, and the bytes after it.
+struct Tlv<'a> {
+    tag: u8,
+    contents: &'a [u8],
+    rest: &'a [u8],
+}
+
+fn der(input: &[u8]) -> Option<Tlv<'_>> {
+    let (&tag, rest) = input.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None; // multi-byte tags never occur in PKCS#7 signatures
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some(Tlv {
+        tag,
+        contents: &rest[..len],
+        rest: &rest[len..],
+    })
+}
+
+fn expect(input: &[u8], tag: u8) -> Option<Tlv<'_>> {
+    der(input).filter(|t| t.tag == tag)
+}
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+const INTEGER: u8 = 0x02;
+const OCTET_STRING: u8 = 0x04;
+/// id-signedData 1.2.840.113549.1.7.2
+const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+/// id-at-commonName 2.5.4.3
+const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+fn hash_name(oid: &[u8]) -> Option<&'static str> {
+    Some(match oid {
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x04] => "md4",
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x05] => "md5",
+        [0x2b, 0x0e, 0x03, 0x02, 0x1a] => "sha1",
+        [0x2b, 0x24, 0x03, 0x02, 0x01] => "rmd160",
+        [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01] => "sha256",
+        [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02] => "sha384",
+        [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03] => "sha512",
+        [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04] => "sha224",
+        [0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x83, 0x11] => "sm3",
+        _ => return None,
+    })
+}
+
+/// Decodes the first SignerInfo of a PKCS#7 SignedData (RFC 2315 §9).
+fn decode_pkcs7(blob: &[u8]) -> Option<Pkcs7Info> {
+    let content_info = expect(blob, SEQUENCE)?;
+    let oid = expect(content_info.contents, OID)?;
+    if oid.contents != OID_SIGNED_DATA {
+        return None;
+    }
+    let explicit = expect(oid.rest, 0xa0)?;
+    let signed_data = expect(explicit.contents, SEQUENCE)?;
+    let version = expect(signed_data.contents, INTEGER)?;
+    let digest_algs = expect(version.rest, SET)?;
+    let content = expect(digest_algs.rest, SEQUENCE)?;
+    let mut rest = content.rest;
+    // Optional [0] certificates and [1] crls.
+    let mut signer_infos = der(rest)?;
+    while signer_infos.tag == 0xa0 || signer_infos.tag == 0xa1 {
+        rest = signer_infos.rest;
+        signer_infos = der(rest)?;
+    }
+    if signer_infos.tag != SET {
+        return None;
+    }
+    let signer_info = expect(signer_infos.contents, SEQUENCE)?;
+    let si_version = expect(signer_info.contents, INTEGER)?;
+    // Only issuerAndSerialNumber is valid PKCS#7; OpenSSL's PKCS#7 decoder
+    // (used by kmod) fails on a CMS subjectKeyIdentifier, and so do we.
+    let issuer_serial = expect(si_version.rest, SEQUENCE)?;
+    let issuer = expect(issuer_serial.contents, SEQUENCE)?;
+    let serial = expect(issuer.rest, INTEGER)?;
+    let digest_alg = expect(issuer_serial.rest, SEQUENCE)?;
+    let digest_oid = expect(digest_alg.contents, OID)?;
+    let mut after = digest_alg.rest;
+    let mut next = der(after)?;
+    if next.tag == 0xa0 {
+        after = next.rest; // authenticatedAttributes
+        next = der(after)?;
+    }
+    if next.tag != SEQUENCE {
+        return None; // digestEncryptionAlgorithm
+    }
+    let encrypted = expect(next.rest, OCTET_STRING)?;
+
+    // kmod's x509_name_to_str: the commonName, or when there is none the
+    // value of the last attribute scanned.
+    let mut signer: Option<&[u8]> = None;
+    let mut rdns = issuer.contents;
+    while !rdns.is_empty() {
+        let rdn = expect(rdns, SET)?;
+        rdns = rdn.rest;
+        let atv = expect(rdn.contents, SEQUENCE)?;
+        let typ = expect(atv.contents, OID)?;
+        let value = der(typ.rest)?;
+        signer = Some(value.contents);
+        if typ.contents == OID_COMMON_NAME {
+            break;
+        }
+    }
+    // BN_bn2bin: big-endian magnitude without leading zero bytes.
+    let serial_bytes = serial.contents.iter().skip_while(|&&b| b == 0).copied().collect();
+    Some(Pkcs7Info {
+        signer: signer.map(|s| s.split(|&b| b == 0).next().unwrap_or(&[]).to_vec()).unwrap_or_default(),
+        serial: serial_bytes,
+        hash: hash_name(digest_oid.contents).map(str::to_string),
+        encrypted_digest: encrypted.contents.to_vec(),
+    })
+}
