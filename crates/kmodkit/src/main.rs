@@ -1,0 +1,82 @@
+//! kmodkit: the command-line front end. It parses arguments and wires the
+//! library crates together; all format knowledge lives in the libraries.
+
+mod cli;
+mod modinfo;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use cli::{Cli, Command};
+
+/// Exit codes: 0 success, 1 the operation failed, 2 usage error (clap).
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE),
+        Err(e) => {
+            eprintln!("kmodkit: error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Modinfo(args) => {
+            let sub = matches.subcommand_matches("modinfo").expect("modinfo matches");
+            modinfo::run(&args, modinfo_field(sub))
+        }
+        Command::Man { dir } => {
+            let cmd = Cli::command();
+            match dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)?;
+                    clap_mangen::generate_to(cmd, &dir)?;
+                }
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+            }
+            Ok(true)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kmodkit", &mut std::io::stdout());
+            Ok(true)
+        }
+    }
+}
+
+/// kmod's modinfo lets the last of -a, -d, -l, -p, -n and -F win.
+fn modinfo_field(m: &clap::ArgMatches) -> Option<String> {
+    let fixed = [
+        ("author", "author"),
+        ("description", "description"),
+        ("license", "license"),
+        ("parameters", "parm"),
+        ("filename", "filename"),
+    ];
+    let mut best: Option<(usize, String)> = None;
+    let mut consider = |idx: Option<usize>, value: String| {
+        if let Some(i) = idx {
+            if best.as_ref().is_none_or(|(b, _)| i > *b) {
+                best = Some((i, value));
+            }
+        }
+    };
+    for (id, field) in fixed {
+        if m.get_flag(id) {
+            consider(m.indices_of(id).and_then(|i| i.max()), field.to_string());
+        }
+    }
+    if let Some(f) = m.get_one::<String>("field") {
+        consider(m.indices_of("field").and_then(|i| i.max()), f.clone());
+    }
+    best.map(|(_, f)| f)
+}
