@@ -1,0 +1,113 @@
+//! Shared helpers for tests that run against real Debian kernels fetched by
+//! `scripts/fixtures` and compare with real oracles (kmod).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One fetched kernel.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub release: String,
+    /// "6.1" or "6.12".
+    pub series: String,
+}
+
+/// The fixture root (`$KMODKIT_CACHE/root`) and its kernels. Panics with the
+/// command to run when the fixtures are missing: a test that silently skips
+/// would prove nothing.
+pub struct Fixtures {
+    pub root: PathBuf,
+    pub kernels: Vec<Kernel>,
+}
+
+impl Fixtures {
+    pub fn load() -> Fixtures {
+        let cache = std::env::var_os("KMODKIT_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let base = std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
+                base.join("kmodkit")
+            });
+        let root = cache.join("root");
+        let list = root.join("kernels.list");
+        let text = std::fs::read_to_string(&list).unwrap_or_else(|e| {
+            panic!(
+                "real-kernel fixtures missing ({}: {e}); run scripts/fixtures first (the README's test command does)",
+                list.display()
+            )
+        });
+        let kernels: Vec<Kernel> = text
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some(Kernel {
+                    release: it.next()?.to_string(),
+                    series: it.next()?.to_string(),
+                })
+            })
+            .collect();
+        assert!(
+            kernels.iter().any(|k| k.series == "6.1") && kernels.iter().any(|k| k.series == "6.12"),
+            "{} must list a 6.1 and a 6.12 kernel; rerun scripts/fixtures",
+            list.display()
+        );
+        Fixtures { root, kernels }
+    }
+
+    pub fn module_dir(&self, k: &Kernel) -> PathBuf {
+        self.root.join("lib/modules").join(&k.release)
+    }
+
+    /// Every module file under `kernel/` of a tree, sorted.
+    pub fn module_files(&self, k: &Kernel) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&self.module_dir(k).join("kernel"), &mut out);
+        out.retain(|p| {
+            let s = p.to_string_lossy();
+            s.ends_with(".ko") || s.ends_with(".ko.xz") || s.ends_with(".ko.zst") || s.ends_with(".ko.gz")
+        });
+        out.sort();
+        out
+    }
+
+    pub fn module_symvers(&self, k: &Kernel) -> PathBuf {
+        self.root
+            .join("usr/src")
+            .join(format!("linux-headers-{}", k.release))
+            .join("Module.symvers")
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&p, out),
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+pub fn kmodkit() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kmodkit"))
+}
+
+/// Runs a command and returns stdout, panicking with stderr on failure to
+/// start. The exit status is returned too: kmod and kmodkit must agree on it.
+pub fn output(cmd: &mut Command) -> (Vec<u8>, bool) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (out.stdout, out.status.success())
+}
+
+/// Asserts that an oracle tool exists, with the package to install.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "oracle '{tool}' not installed: apt-get install {package} (scripts/fixtures does)");
+}
