@@ -36,7 +36,10 @@ const NODE_MASK: u32 = 0x0FFF_FFFF;
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("{}: cannot read: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: not a kmod index (magic {found:#010x}, expected {MAGIC:#010x})", path.display())]
     BadMagic { path: PathBuf, found: u32 },
     #[error("{}: unsupported index version {found:#010x} (major 2 expected)", path.display())]
@@ -61,6 +64,7 @@ struct Node<'a> {
 
 /// An index held in memory. Every read is bounds-checked: a damaged file
 /// makes lookups miss, never panic.
+#[derive(Debug)]
 pub struct Index {
     data: Vec<u8>,
     root: u32,
@@ -197,7 +201,10 @@ impl Index {
     }
 
     fn add_value(out: &mut Vec<IndexValue>, priority: u32, value: &[u8]) {
-        let pos = out.iter().position(|v| v.priority >= priority).unwrap_or(out.len());
+        let pos = out
+            .iter()
+            .position(|v| v.priority >= priority)
+            .unwrap_or(out.len());
         out.insert(
             pos,
             IndexValue {
@@ -207,7 +214,14 @@ impl Index {
         );
     }
 
-    fn wild_node<'a>(&'a self, mut node: Node<'a>, buf: &mut Vec<u8>, key: &[u8], mut i: usize, out: &mut Vec<IndexValue>) {
+    fn wild_node<'a>(
+        &'a self,
+        mut node: Node<'a>,
+        buf: &mut Vec<u8>,
+        key: &[u8],
+        mut i: usize,
+        out: &mut Vec<IndexValue>,
+    ) {
         loop {
             for (j, &ch) in node.prefix.iter().enumerate() {
                 if matches!(ch, b'*' | b'?' | b'[') {
@@ -241,7 +255,14 @@ impl Index {
         }
     }
 
-    fn wild_all(&self, node: &Node<'_>, j: usize, buf: &mut Vec<u8>, subkey: &[u8], out: &mut Vec<IndexValue>) {
+    fn wild_all(
+        &self,
+        node: &Node<'_>,
+        j: usize,
+        buf: &mut Vec<u8>,
+        subkey: &[u8],
+        out: &mut Vec<IndexValue>,
+    ) {
         let pushed = node.prefix.len().saturating_sub(j);
         buf.extend_from_slice(node.prefix.get(j..).unwrap_or(&[]));
         if node.first <= node.last {
@@ -407,9 +428,17 @@ mod tests {
     #[test]
     fn fnmatch_matches_glibc_semantics_for_alias_patterns() {
         let cases: &[(&str, &str, bool)] = &[
-            ("pci:v00008086d*sv*sd*bc*sc*i*", "pci:v00008086d00001234sv0sd0bc02sc00i00", true),
+            (
+                "pci:v00008086d*sv*sd*bc*sc*i*",
+                "pci:v00008086d00001234sv0sd0bc02sc00i00",
+                true,
+            ),
             ("pci:v00008086d*", "pci:v00008087d1", false),
-            ("usb:v*p*d*dc*dsc*dp*ic03isc*ip*in*", "usb:v1p2d3dc0dsc0dp0ic03isc1ip1in0", true),
+            (
+                "usb:v*p*d*dc*dsc*dp*ic03isc*ip*in*",
+                "usb:v1p2d3dc0dsc0dp0ic03isc1ip1in0",
+                true,
+            ),
             ("a?c", "abc", true),
             ("a?c", "ac", false),
             ("[a-c]x", "bx", true),
@@ -424,7 +453,11 @@ mod tests {
             ("[abc", "[abc", true),
         ];
         for (p, s, want) in cases {
-            assert_eq!(fnmatch(p.as_bytes(), s.as_bytes()), *want, "fnmatch({p:?}, {s:?})");
+            assert_eq!(
+                fnmatch(p.as_bytes(), s.as_bytes()),
+                *want,
+                "fnmatch({p:?}, {s:?})"
+            );
         }
     }
 }

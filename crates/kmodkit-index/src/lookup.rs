@@ -9,7 +9,9 @@
 //! aliases in `modules.builtin.alias.bin`. The first source with a match
 //! wins.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::{Index, IndexError};
 
@@ -30,13 +32,18 @@ pub enum LookupError {
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error("{}: cannot read: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A module directory such as `/lib/modules/6.1.0-56-amd64`.
-#[derive(Debug, Clone)]
+/// Index files are read once per directory and kept.
+#[derive(Debug)]
 pub struct ModuleDirectory {
     dir: String,
+    indexes: Mutex<HashMap<&'static str, Option<Arc<Index>>>>,
 }
 
 /// `modname_normalize`: `-` becomes `_`, and the name ends at the first `.`.
@@ -83,15 +90,24 @@ impl ModuleDirectory {
     /// `dir` is used verbatim when joining relative paths from
     /// `modules.dep`, so printed file names match kmod's byte for byte.
     pub fn new(dir: impl Into<String>) -> Self {
-        ModuleDirectory { dir: dir.into() }
+        ModuleDirectory {
+            dir: dir.into(),
+            indexes: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn dir(&self) -> &str {
         &self.dir
     }
 
-    fn index(&self, name: &str) -> Result<Option<Index>, IndexError> {
-        Index::open(format!("{}/{}", self.dir, name))
+    fn index(&self, name: &'static str) -> Result<Option<Arc<Index>>, IndexError> {
+        let mut cache = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(idx) = cache.get(name) {
+            return Ok(idx.clone());
+        }
+        let idx = Index::open(format!("{}/{}", self.dir, name))?.map(Arc::new);
+        cache.insert(name, idx.clone());
+        Ok(idx)
     }
 
     /// The `modules.dep` line of a module (`path: deps...`), if any.
@@ -99,7 +115,9 @@ impl ModuleDirectory {
         let Some(idx) = self.index("modules.dep.bin")? else {
             return Ok(None);
         };
-        Ok(idx.search(name.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(idx
+            .search(name.as_bytes())
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// The file of a module named in `modules.dep`, joined to the directory.
@@ -120,7 +138,12 @@ impl ModuleDirectory {
             .is_some_and(|idx| idx.search(name.as_bytes()).is_some()))
     }
 
-    fn from_alias_index(&self, index: &str, alias: &str, builtin: bool) -> Result<Vec<FoundModule>, LookupError> {
+    fn search_alias_index(
+        &self,
+        index: &'static str,
+        alias: &str,
+        builtin: bool,
+    ) -> Result<Vec<FoundModule>, LookupError> {
         let Some(idx) = self.index(index)? else {
             return Ok(Vec::new());
         };
@@ -139,36 +162,45 @@ impl ModuleDirectory {
         let alias = normalize_alias(alias)?;
         if !alias.contains(':') {
             if let Some(path) = self.path_of(&alias)? {
-                return Ok(vec![FoundModule { name: alias, path: Some(path) }]);
+                return Ok(vec![FoundModule {
+                    name: alias,
+                    path: Some(path),
+                }]);
             }
         }
         if alias.starts_with("symbol:") {
-            let found = self.from_alias_index("modules.symbols.bin", &alias, false)?;
+            let found = self.search_alias_index("modules.symbols.bin", &alias, false)?;
             if !found.is_empty() {
                 return Ok(found);
             }
         }
-        let found = self.from_alias_index("modules.alias.bin", &alias, false)?;
+        let found = self.search_alias_index("modules.alias.bin", &alias, false)?;
         if !found.is_empty() {
             return Ok(found);
         }
         if self.is_builtin_name(&alias)? {
-            return Ok(vec![FoundModule { name: alias, path: None }]);
+            return Ok(vec![FoundModule {
+                name: alias,
+                path: None,
+            }]);
         }
-        self.from_alias_index("modules.builtin.alias.bin", &alias, true)
+        self.search_alias_index("modules.builtin.alias.bin", &alias, true)
     }
 
     /// `kmod_module_new_from_name_lookup`: module names only, no aliases.
     pub fn lookup_name(&self, name: &str) -> Result<Option<FoundModule>, LookupError> {
         let name = normalize_module_name(name);
         if let Some(path) = self.path_of(&name)? {
-            return Ok(Some(FoundModule { name, path: Some(path) }));
+            return Ok(Some(FoundModule {
+                name,
+                path: Some(path),
+            }));
         }
         if self.is_builtin_name(&name)? {
             return Ok(Some(FoundModule { name, path: None }));
         }
         Ok(self
-            .from_alias_index("modules.builtin.alias.bin", &name, true)?
+            .search_alias_index("modules.builtin.alias.bin", &name, true)?
             .into_iter()
             .next())
     }

@@ -60,8 +60,19 @@ pub enum DecompressError {
 /// bomb while leaving room for any real module.
 pub const DEFAULT_LIMIT: u64 = 1 << 30;
 
+/// Memory the xz decoder may take at least. liblzma allocates the whole
+/// dictionary the stream header declares (up to 4 GiB) before decoding a
+/// byte, so without a ceiling a 600-byte hostile `.ko.xz` reserves 4 GiB.
+/// `xz -9` needs 65 MiB to decode; the kernel's `--lzma2=dict=1MiB`
+/// (`scripts/Makefile.modinst`) far less.
+const XZ_MIN_MEMLIMIT: u64 = 128 << 20;
+
 /// Expands `bytes` (in `format`) into a new buffer, at most `limit` bytes.
-pub fn decompress(format: Compression, bytes: &[u8], limit: u64) -> Result<Vec<u8>, DecompressError> {
+pub fn decompress(
+    format: Compression,
+    bytes: &[u8],
+    limit: u64,
+) -> Result<Vec<u8>, DecompressError> {
     let corrupt = |e: std::io::Error| DecompressError::Corrupt {
         format,
         detail: e.to_string(),
@@ -75,21 +86,27 @@ pub fn decompress(format: Compression, bytes: &[u8], limit: u64) -> Result<Vec<u
         Compression::Gzip => {
             // MultiGzDecoder: `gzip` output of concatenated members is one stream.
             let dec = flate2::read::MultiGzDecoder::new(bytes);
-            dec.take(limit + 1).read_to_end(&mut out)
+            dec.take(limit.saturating_add(1)).read_to_end(&mut out)
         }
         Compression::Xz => {
             // kmod and the kernel accept concatenated xz streams.
-            let stream = liblzma::stream::Stream::new_stream_decoder(u64::MAX, liblzma::stream::CONCATENATED)
-                .map_err(|e| DecompressError::Corrupt {
-                    format,
-                    detail: e.to_string(),
-                })?;
+            // As much memory as the output may take, and at least what any
+            // xz preset needs; a stream declaring more is refused.
+            let memlimit = limit.max(XZ_MIN_MEMLIMIT);
+            let stream = liblzma::stream::Stream::new_stream_decoder(
+                memlimit,
+                liblzma::stream::CONCATENATED,
+            )
+            .map_err(|e| DecompressError::Corrupt {
+                format,
+                detail: e.to_string(),
+            })?;
             let dec = liblzma::read::XzDecoder::new_stream(bytes, stream);
-            dec.take(limit + 1).read_to_end(&mut out)
+            dec.take(limit.saturating_add(1)).read_to_end(&mut out)
         }
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(bytes).map_err(corrupt)?;
-            dec.take(limit + 1).read_to_end(&mut out)
+            dec.take(limit.saturating_add(1)).read_to_end(&mut out)
         }
     };
     read.map_err(corrupt)?;

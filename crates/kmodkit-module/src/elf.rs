@@ -45,7 +45,11 @@ pub enum ElfError {
     #[error("section header entry size is {found}, expected {expected}")]
     BadSectionEntrySize { found: u16, expected: u16 },
     #[error("section header table at offset {offset} with {count} entries runs past the end of the file ({size} bytes)")]
-    SectionTableOutOfBounds { offset: u64, count: u16, size: usize },
+    SectionTableOutOfBounds {
+        offset: u64,
+        count: u16,
+        size: usize,
+    },
     #[error("section {index} ({name}) at offset {offset} with size {len} runs past the end of the file ({size} bytes)")]
     SectionOutOfBounds {
         index: u16,
@@ -65,7 +69,11 @@ pub enum ElfError {
         entry: u64,
     },
     #[error("symbol {index} names offset {offset} past the end of .strtab ({len} bytes)")]
-    SymbolNameOutOfBounds { index: usize, offset: u32, len: usize },
+    SymbolNameOutOfBounds {
+        index: usize,
+        offset: u32,
+        len: usize,
+    },
 }
 
 /// ELF class: 32- or 64-bit.
@@ -188,8 +196,18 @@ impl<'a> Elf<'a> {
         let rd = |off: u64, size: usize| read_uint(data, off, size, endian).unwrap_or(0);
         let machine = rd(18, 2) as u16;
         let (shoff, shentsize, shnum, shstrndx) = match class {
-            Class::Elf32 => (rd(32, 4), rd(46, 2) as u16, rd(48, 2) as u16, rd(50, 2) as u16),
-            Class::Elf64 => (rd(40, 8), rd(58, 2) as u16, rd(60, 2) as u16, rd(62, 2) as u16),
+            Class::Elf32 => (
+                rd(32, 4),
+                rd(46, 2) as u16,
+                rd(48, 2) as u16,
+                rd(50, 2) as u16,
+            ),
+            Class::Elf64 => (
+                rd(40, 8),
+                rd(58, 2) as u16,
+                rd(60, 2) as u16,
+                rd(62, 2) as u16,
+            ),
         };
         if shentsize != shdr_size {
             return Err(ElfError::BadSectionEntrySize {
@@ -229,7 +247,10 @@ impl<'a> Elf<'a> {
                 }
             })
             .collect();
-        let in_bounds = |off: u64, size: u64| off.checked_add(size).is_some_and(|e| e <= data.len() as u64);
+        let in_bounds = |off: u64, size: u64| {
+            off.checked_add(size)
+                .is_some_and(|e| e <= data.len() as u64)
+        };
 
         if shstrndx == SHN_UNDEF || shstrndx >= shnum {
             return Err(ElfError::BadStringTableIndex(shstrndx));
@@ -271,7 +292,9 @@ impl<'a> Elf<'a> {
             .iter()
             .enumerate()
             .skip(1)
-            .filter(|(_, &(name_off, _, off, size))| in_bounds(off, size) && (name_off as usize) < names.len())
+            .filter(|(_, &(name_off, _, off, size))| {
+                in_bounds(off, size) && (name_off as usize) < names.len()
+            })
             .map(|(i, &(name_off, kind, offset, size))| Section {
                 index: i as u16,
                 name: c_str_at(names, name_off as usize),
@@ -308,7 +331,10 @@ impl<'a> Elf<'a> {
 
     /// The first section of that name (kmod's lookup order).
     pub fn section(&self, name: &str) -> Option<Section<'a>> {
-        self.sections.iter().copied().find(|s| s.name == name.as_bytes())
+        self.sections
+            .iter()
+            .copied()
+            .find(|s| s.name == name.as_bytes())
     }
 
     /// The section with that index, if its bytes are inside the file.
@@ -341,7 +367,9 @@ impl<'a> Elf<'a> {
     /// table size is not a whole number of entries or a name is outside
     /// `.strtab`, as kmod's `kmod_elf_get_dependency_symbols` does.
     pub fn symbols(&self) -> Result<Vec<Symbol<'a>>, ElfError> {
-        let (Some(symtab), Some(strtab)) = (self.section_data(".symtab"), self.section_data(".strtab")) else {
+        let (Some(symtab), Some(strtab)) =
+            (self.section_data(".symtab"), self.section_data(".strtab"))
+        else {
             return Ok(Vec::new());
         };
         let entry = match self.class {

@@ -359,7 +359,10 @@ fn read_exports(elf: &elf::Elf<'_>, symbols: &[elf::Symbol<'_>]) -> Vec<Exported
             name: lossy(name),
             crc: crcs.get(name).copied(),
             gpl_only,
-            namespace: namespaces.get(name).filter(|ns| !ns.is_empty()).map(|ns| lossy(ns)),
+            namespace: namespaces
+                .get(name)
+                .filter(|ns| !ns.is_empty())
+                .map(|ns| lossy(ns)),
         })
         .collect()
 }

@@ -150,7 +150,9 @@ fn der(input: &[u8]) -> Option<Tlv<'_>> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -250,9 +252,16 @@ fn decode_pkcs7(blob: &[u8]) -> Option<Pkcs7Info> {
         }
     }
     // BN_bn2bin: big-endian magnitude without leading zero bytes.
-    let serial_bytes = serial.contents.iter().skip_while(|&&b| b == 0).copied().collect();
+    let serial_bytes = serial
+        .contents
+        .iter()
+        .skip_while(|&&b| b == 0)
+        .copied()
+        .collect();
     Some(Pkcs7Info {
-        signer: signer.map(|s| s.split(|&b| b == 0).next().unwrap_or(&[]).to_vec()).unwrap_or_default(),
+        signer: signer
+            .map(|s| s.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
+            .unwrap_or_default(),
         serial: serial_bytes,
         hash: hash_name(digest_oid.contents).map(str::to_string),
         encrypted_digest: encrypted.contents.to_vec(),

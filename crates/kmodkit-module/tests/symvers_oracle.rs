@@ -9,12 +9,16 @@ use std::path::{Path, PathBuf};
 use kmodkit_module::read_module;
 
 fn fixture_root() -> PathBuf {
-    let cache = std::env::var_os("KMODKIT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
-        base.join("kmodkit")
-    });
+    let cache = std::env::var_os("KMODKIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+                });
+            base.join("kmodkit")
+        });
     cache.join("root")
 }
 
@@ -22,7 +26,10 @@ fn kernels(root: &Path) -> Vec<String> {
     let list = root.join("kernels.list");
     let text = std::fs::read_to_string(&list)
         .unwrap_or_else(|e| panic!("{}: {e}; run scripts/fixtures first", list.display()));
-    text.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
 }
 
 #[derive(Debug, PartialEq, Eq, Clone)]
@@ -82,10 +89,16 @@ fn exported_crcs_equal_module_symvers_for_every_kernel() {
         for file in &files {
             let (_, module) = read_module(file).unwrap_or_else(|e| panic!("{e}"));
             // Module.symvers names modules by build path without extension.
-            let rel = file.strip_prefix(tree.join("kernel")).unwrap().to_string_lossy().into_owned();
+            let rel = file
+                .strip_prefix(tree.join("kernel"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let rel = rel.split(".ko").next().unwrap().to_string();
             for e in module.exports {
-                let crc = e.crc.unwrap_or_else(|| panic!("{}: {} has no CRC", file.display(), e.name));
+                let crc = e
+                    .crc
+                    .unwrap_or_else(|| panic!("{}: {} has no CRC", file.display(), e.name));
                 actual.insert(
                     (rel.clone(), e.name),
                     Row {
@@ -96,8 +109,16 @@ fn exported_crcs_equal_module_symvers_for_every_kernel() {
                 );
             }
         }
-        let missing: Vec<_> = expected.keys().filter(|k| !actual.contains_key(*k)).take(10).collect();
-        let extra: Vec<_> = actual.keys().filter(|k| !expected.contains_key(*k)).take(10).collect();
+        let missing: Vec<_> = expected
+            .keys()
+            .filter(|k| !actual.contains_key(*k))
+            .take(10)
+            .collect();
+        let extra: Vec<_> = actual
+            .keys()
+            .filter(|k| !expected.contains_key(*k))
+            .take(10)
+            .collect();
         let wrong: Vec<_> = expected
             .iter()
             .filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v))
@@ -109,8 +130,15 @@ fn exported_crcs_equal_module_symvers_for_every_kernel() {
             "{kver}: exports differ from {}\nmissing: {missing:?}\nextra: {extra:?}\nwrong (expected, read): {wrong:?}",
             symvers.display()
         );
-        assert!(expected.len() > 10_000, "{kver}: suspiciously few module exports ({})", expected.len());
-        eprintln!("{kver}: {} module-exported symbols match Module.symvers", expected.len());
+        assert!(
+            expected.len() > 10_000,
+            "{kver}: suspiciously few module exports ({})",
+            expected.len()
+        );
+        eprintln!(
+            "{kver}: {} module-exported symbols match Module.symvers",
+            expected.len()
+        );
         checked += expected.len();
     }
     assert!(checked > 0);

@@ -32,7 +32,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
     match cli.command {
         Command::Modinfo(args) => {
-            let sub = matches.subcommand_matches("modinfo").expect("modinfo matches");
+            let sub = matches
+                .subcommand_matches("modinfo")
+                .expect("modinfo matches");
             modinfo::run(&args, modinfo_field(sub))
         }
         Command::Man { dir } => {
@@ -47,7 +49,12 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "kmodkit", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "kmodkit",
+                &mut std::io::stdout(),
+            );
             Ok(true)
         }
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use kmodkit_index::lookup::{module_name_from_path, FoundModule, ModuleDirectory};
 use kmodkit_module::{ModinfoEntry, ModuleFile};
+use rayon::prelude::*;
 
 use crate::cli::ModinfoArgs;
 
@@ -32,12 +33,34 @@ pub fn run(args: &ModinfoArgs, field: Option<String>) -> Result<bool> {
         field,
         separator: if args.null { 0 } else { b'\n' },
     };
+    // Resolve names first (index lookups, cheap), then read the modules in
+    // parallel (decompression dominates), then print in argument order.
+    let resolved: Vec<Result<Vec<Target>>> = args
+        .modules
+        .iter()
+        .map(|arg| resolve(&dir, arg, args.modname))
+        .collect();
+    let jobs: Vec<&Target> = resolved.iter().flatten().flatten().collect();
+    let rendered: Vec<(Vec<u8>, Result<Option<serde_json::Value>>)> = jobs
+        .par_iter()
+        .map(|target| {
+            if args.json {
+                (Vec::new(), describe_json(&dir, target).map(Some))
+            } else {
+                let mut buf = Vec::new();
+                let r = print_module(&mut buf, &dir, target, &opts).map(|()| None);
+                (buf, r)
+            }
+        })
+        .collect();
+
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut json = Vec::new();
     let mut ok = true;
-    for arg in &args.modules {
-        let targets = match resolve(&dir, arg, args.modname) {
+    let mut rendered = rendered.into_iter();
+    for r in &resolved {
+        let targets = match r {
             Ok(t) => t,
             Err(e) => {
                 out.flush()?;
@@ -46,16 +69,17 @@ pub fn run(args: &ModinfoArgs, field: Option<String>) -> Result<bool> {
                 continue;
             }
         };
-        for target in targets {
-            let result = if args.json {
-                describe_json(&dir, &target).map(|v| json.push(v))
-            } else {
-                print_module(&mut out, &dir, &target, &opts)
-            };
-            if let Err(e) = result {
-                out.flush()?;
-                eprintln!("modinfo: ERROR: {e:#}");
-                ok = false;
+        for _ in targets {
+            let (bytes, result) = rendered.next().context("one rendering per module")?;
+            out.write_all(&bytes)?;
+            match result {
+                Ok(Some(v)) => json.push(v),
+                Ok(None) => {}
+                Err(e) => {
+                    out.flush()?;
+                    eprintln!("modinfo: ERROR: {e:#}");
+                    ok = false;
+                }
             }
         }
     }
@@ -83,8 +107,9 @@ fn module_directory(basedir: Option<&str>, kver: Option<&str>) -> Result<ModuleD
 }
 
 fn kernel_release() -> Result<String> {
-    let s = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .context("cannot read the running kernel's release from /proc/sys/kernel/osrelease; pass -k VERSION")?;
+    let s = std::fs::read_to_string("/proc/sys/kernel/osrelease").context(
+        "cannot read the running kernel's release from /proc/sys/kernel/osrelease; pass -k VERSION",
+    )?;
     Ok(s.trim_end().to_string())
 }
 
@@ -137,7 +162,9 @@ fn resolve(dir: &ModuleDirectory, arg: &str, by_name: bool) -> Result<Vec<Target
             path: Some(PathBuf::from(make_absolute(arg))),
         }]);
     }
-    let list = dir.lookup(arg).with_context(|| format!("Module alias {arg} not found."))?;
+    let list = dir
+        .lookup(arg)
+        .with_context(|| format!("Module alias {arg} not found."))?;
     if list.is_empty() {
         anyhow::bail!("Module {arg} not found.");
     }
@@ -158,7 +185,10 @@ fn info_entries(dir: &ModuleDirectory, target: &Target) -> Result<Option<Vec<Mod
                         key: s[..eq].to_vec(),
                         value: s[eq + 1..].to_vec(),
                     },
-                    None => ModinfoEntry { key: s, value: Vec::new() },
+                    None => ModinfoEntry {
+                        key: s,
+                        value: Vec::new(),
+                    },
                 })
                 .collect(),
         ));
@@ -246,7 +276,12 @@ fn collect_params(entries: &[ModinfoEntry]) -> Vec<Param<'_>> {
     params
 }
 
-fn write_params(out: &mut impl Write, params: &[Param<'_>], sep: u8, with_key: bool) -> io::Result<()> {
+fn write_params(
+    out: &mut impl Write,
+    params: &[Param<'_>],
+    sep: u8,
+    with_key: bool,
+) -> io::Result<()> {
     for p in params {
         if with_key {
             out.write_all(b"parm:           ")?;
@@ -280,7 +315,12 @@ fn write_params(out: &mut impl Write, params: &[Param<'_>], sep: u8, with_key: b
 }
 
 /// `modinfo_do` from kmod's tools/modinfo.c.
-fn print_module(out: &mut impl Write, dir: &ModuleDirectory, target: &Target, opts: &Options) -> Result<()> {
+fn print_module(
+    out: &mut impl Write,
+    dir: &ModuleDirectory,
+    target: &Target,
+    opts: &Options,
+) -> Result<()> {
     let sep = opts.separator;
     let field = opts.field.as_deref();
     let filename = match &target.path {
@@ -370,7 +410,9 @@ fn describe_json(dir: &ModuleDirectory, target: &Target) -> Result<serde_json::V
     let file = ModuleFile::open(path)?;
     let module = file.parse()?;
     let mut v = serde_json::to_value(&module)?;
-    let obj = v.as_object_mut().context("module serialises to an object")?;
+    let obj = v
+        .as_object_mut()
+        .context("module serialises to an object")?;
     obj.insert("name".into(), json!(target.name));
     obj.insert("filename".into(), json!(path.to_string_lossy()));
     obj.insert("builtin".into(), json!(false));

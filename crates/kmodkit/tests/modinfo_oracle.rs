@@ -42,7 +42,9 @@ fn compare(label: &str, common_args: &[OsString], args: &[OsString]) -> Result<(
                     ));
                 }
             }
-            return Err(format!("{label}: batch output differs but no single argument does"));
+            return Err(format!(
+                "{label}: batch output differs but no single argument does"
+            ));
         }
     }
     Ok(())
@@ -72,7 +74,11 @@ fn fields_by_module(files: &[PathBuf]) -> BTreeMap<String, BTreeSet<PathBuf>> {
                 None if text.starts_with("parm:") => "parm".to_string(),
                 None => continue,
             };
-            let key = if key.starts_with("parm:") { "parm".to_string() } else { key };
+            let key = if key.starts_with("parm:") {
+                "parm".to_string()
+            } else {
+                key
+            };
             if let Some(c) = &current {
                 fields.entry(key).or_default().insert(c.clone());
             }
@@ -102,7 +108,12 @@ fn check_kernel(fx: &Fixtures, k: &Kernel) -> Vec<String> {
     check(compare(&format!("{} -0", k.release), &["-0".into()], &args));
 
     // By module name, through the tree's index (kmod's depmod made it).
-    let base: Vec<OsString> = vec!["-b".into(), fx.root.clone().into(), "-k".into(), k.release.clone().into()];
+    let base: Vec<OsString> = vec![
+        "-b".into(),
+        fx.root.clone().into(),
+        "-k".into(),
+        k.release.clone().into(),
+    ];
     let mut names: Vec<OsString> = files
         .iter()
         .map(|p| {
@@ -115,7 +126,11 @@ fn check_kernel(fx: &Fixtures, k: &Kernel) -> Vec<String> {
     check(compare(&format!("{} by name", k.release), &base, &names));
     let mut by_modname = base.clone();
     by_modname.push("-m".into());
-    check(compare(&format!("{} -m by name", k.release), &by_modname, &names[..names.len().min(400)]));
+    check(compare(
+        &format!("{} -m by name", k.release),
+        &by_modname,
+        &names[..names.len().min(400)],
+    ));
 
     // Built-in modules, and aliases taken from the tree's modules.alias
     // (every 20th; each pattern looked up as a literal key).
@@ -140,7 +155,10 @@ fn check_kernel(fx: &Fixtures, k: &Kernel) -> Vec<String> {
     check(compare(
         &format!("{} symbols", k.release),
         &base,
-        &["symbol:ib_register_device".into(), "symbol:mlx4_register_interface".into()],
+        &[
+            "symbol:ib_register_device".into(),
+            "symbol:mlx4_register_interface".into(),
+        ],
     ));
 
     // -F of every field that occurs, over the modules carrying it plus a
@@ -149,14 +167,21 @@ fn check_kernel(fx: &Fixtures, k: &Kernel) -> Vec<String> {
     assert!(fields.contains_key("vermagic") && fields.contains_key("depends"));
     let sample_without: Vec<&PathBuf> = files.iter().step_by(97).collect();
     for (field, carriers) in &fields {
-        let mut subset: Vec<OsString> = carriers.iter().map(|p| p.clone().into_os_string()).collect();
+        let mut subset: Vec<OsString> = carriers
+            .iter()
+            .map(|p| p.clone().into_os_string())
+            .collect();
         subset.extend(
             sample_without
                 .iter()
                 .filter(|p| !carriers.contains(**p))
                 .map(|p| (*p).clone().into_os_string()),
         );
-        check(compare(&format!("{} -F {field}", k.release), &["-F".into(), field.into()], &subset));
+        check(compare(
+            &format!("{} -F {field}", k.release),
+            &["-F".into(), field.into()],
+            &subset,
+        ));
     }
     eprintln!(
         "{}: {} modules, {} names, {} built-in, {} aliases, {} fields compared",
@@ -168,9 +193,17 @@ fn check_kernel(fx: &Fixtures, k: &Kernel) -> Vec<String> {
         fields.len()
     );
     for flag in ["-a", "-d", "-l", "-p", "-n"] {
-        check(compare(&format!("{} {flag}", k.release), &[flag.into()], &args[..args.len().min(600)]));
+        check(compare(
+            &format!("{} {flag}", k.release),
+            &[flag.into()],
+            &args[..args.len().min(600)],
+        ));
     }
-    check(compare(&format!("{} -F name builtin", k.release), &[&base[..], &["-F".into(), "name".into()]].concat(), &builtin));
+    check(compare(
+        &format!("{} -F name builtin", k.release),
+        &[&base[..], &["-F".into(), "name".into()]].concat(),
+        &builtin,
+    ));
     failures
 }
 
@@ -197,8 +230,17 @@ fn unknown_module_fails_like_kmod() {
     require_tool("modinfo", "kmod");
     let fx = Fixtures::load();
     let k = &fx.kernels[0];
-    let args = ["-b".into(), fx.root.clone().into_os_string(), "-k".into(), k.release.clone().into()];
-    let (e, es) = output(Command::new("modinfo").args(&args).arg("no_such_module_xyz"));
+    let args = [
+        "-b".into(),
+        fx.root.clone().into_os_string(),
+        "-k".into(),
+        k.release.clone().into(),
+    ];
+    let (e, es) = output(
+        Command::new("modinfo")
+            .args(&args)
+            .arg("no_such_module_xyz"),
+    );
     let (a, as_) = output(kmodkit_modinfo().args(&args).arg("no_such_module_xyz"));
     assert_eq!((e, es), (a, as_));
     assert!(!as_, "a missing module must fail");

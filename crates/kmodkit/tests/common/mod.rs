@@ -28,7 +28,9 @@ impl Fixtures {
             .unwrap_or_else(|| {
                 let base = std::env::var_os("XDG_CACHE_HOME")
                     .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
+                    .unwrap_or_else(|| {
+                        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+                    });
                 base.join("kmodkit")
             });
         let root = cache.join("root");
@@ -67,7 +69,10 @@ impl Fixtures {
         walk(&self.module_dir(k).join("kernel"), &mut out);
         out.retain(|p| {
             let s = p.to_string_lossy();
-            s.ends_with(".ko") || s.ends_with(".ko.xz") || s.ends_with(".ko.zst") || s.ends_with(".ko.gz")
+            s.ends_with(".ko")
+                || s.ends_with(".ko.xz")
+                || s.ends_with(".ko.zst")
+                || s.ends_with(".ko.gz")
         });
         out.sort();
         out
@@ -82,7 +87,9 @@ impl Fixtures {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         match e.file_type() {
@@ -100,7 +107,9 @@ pub fn kmodkit() -> Command {
 /// Runs a command and returns stdout, panicking with stderr on failure to
 /// start. The exit status is returned too: kmod and kmodkit must agree on it.
 pub fn output(cmd: &mut Command) -> (Vec<u8>, bool) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     (out.stdout, out.status.success())
 }
 
@@ -109,5 +118,8 @@ pub fn require_tool(tool: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false);
-    assert!(found, "oracle '{tool}' not installed: apt-get install {package} (scripts/fixtures does)");
+    assert!(
+        found,
+        "oracle '{tool}' not installed: apt-get install {package} (scripts/fixtures does)"
+    );
 }
