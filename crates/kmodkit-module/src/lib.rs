@@ -173,6 +173,16 @@ pub struct UndefinedSymbol {
     pub weak: bool,
 }
 
+/// A symbol a module depends on, as kmod's depmod sees it
+/// (`kmod_elf_get_dependency_symbols`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DependencySymbol {
+    pub name: String,
+    /// The CRC from `__versions`, 0 when the module has no entry for it.
+    pub crc: u64,
+    pub weak: bool,
+}
+
 /// Everything read from one module.
 #[derive(Debug, Clone, Serialize)]
 pub struct Module {
@@ -188,6 +198,13 @@ pub struct Module {
     pub extended_versions: Option<Vec<SymbolVersion>>,
     pub exports: Vec<ExportedSymbol>,
     pub undefined: Vec<UndefinedSymbol>,
+    /// Exported symbols as kmod's depmod lists them (`kmod_elf_get_symbols`):
+    /// every `__crc_<sym>` in symbol-table order with its CRC; for a module
+    /// without any (kernel built without modversions) every string of
+    /// `__ksymtab_strings` with CRC 0 (namespace strings included, as kmod
+    /// does).
+    #[serde(skip)]
+    pub depmod_exports: Vec<SymbolVersion>,
     /// Size of `.gnu.linkonce.this_module` (= `sizeof(struct module)`).
     pub this_module_size: Option<u64>,
     pub signature: Option<Signature>,
@@ -220,6 +237,7 @@ impl Module {
             extended_versions: read_extended_versions(&elf),
             exports: read_exports(&elf, &symbols),
             undefined: read_undefined(&elf, &symbols),
+            depmod_exports: read_depmod_exports(&elf, &symbols),
             this_module_size: elf.section(".gnu.linkonce.this_module").map(|s| s.size),
             signature: signature::parse_signature(data),
         })
@@ -231,6 +249,40 @@ impl Module {
             .iter()
             .filter(move |e| e.key == key.as_bytes())
             .map(|e| e.value.as_slice())
+    }
+
+    /// Undefined symbols with the CRC the module expects, then the
+    /// `__versions` entries no undefined symbol claimed (`module_layout`),
+    /// as kmod's `kmod_elf_get_dependency_symbols` lists them.
+    pub fn dependency_symbols(&self) -> Vec<DependencySymbol> {
+        let mut claimed = vec![false; self.versions.len()];
+        let mut out: Vec<DependencySymbol> = self
+            .undefined
+            .iter()
+            .map(|u| {
+                let found = self.versions.iter().position(|v| v.name == u.name);
+                if let Some(i) = found {
+                    claimed[i] = true;
+                }
+                DependencySymbol {
+                    name: u.name.clone(),
+                    crc: found.map_or(0, |i| self.versions[i].crc),
+                    weak: u.weak,
+                }
+            })
+            .collect();
+        out.extend(
+            self.versions
+                .iter()
+                .zip(&claimed)
+                .filter(|(_, c)| !**c)
+                .map(|(v, _)| DependencySymbol {
+                    name: v.name.clone(),
+                    crc: v.crc,
+                    weak: false,
+                }),
+        );
+        out
     }
 
     /// The first value of a `.modinfo` key, as text.
@@ -363,6 +415,34 @@ fn read_exports(elf: &elf::Elf<'_>, symbols: &[elf::Symbol<'_>]) -> Vec<Exported
                 .get(name)
                 .filter(|ns| !ns.is_empty())
                 .map(|ns| lossy(ns)),
+        })
+        .collect()
+}
+
+fn read_depmod_exports(elf: &elf::Elf<'_>, symbols: &[elf::Symbol<'_>]) -> Vec<SymbolVersion> {
+    let with_crc: Vec<SymbolVersion> = symbols
+        .iter()
+        .filter_map(|sym| {
+            let name = sym.name.strip_prefix(b"__crc_")?;
+            Some(SymbolVersion {
+                name: lossy(name),
+                // kmod_elf_resolve_crc yields (uint64_t)-1 when unresolvable.
+                crc: resolve_crc(elf, sym).map_or(u64::MAX, u64::from),
+            })
+        })
+        .collect();
+    if !with_crc.is_empty() {
+        return with_crc;
+    }
+    let Some(strings) = elf.section_data("__ksymtab_strings") else {
+        return Vec::new();
+    };
+    strings
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| SymbolVersion {
+            name: lossy(s),
+            crc: 0,
         })
         .collect()
 }

@@ -35,6 +35,8 @@ CRCs, undefined symbols, struct module size and the signature.",
         after_help = "Examples:\n  kmodkit modinfo ib_ipoib\n  kmodkit modinfo -F parm ib_ipoib\n  kmodkit modinfo -k 6.12.117+deb12-amd64 -b /srv/node-root mlx5_core\n  kmodkit modinfo --json ./mlx4_core.ko | jq '.[0].exports | length'"
     )]
     Modinfo(ModinfoArgs),
+    /// Generate modules.dep and the module index files (same files as kmod's depmod, byte for byte)
+    Depmod(crate::depmod::DepmodArgs),
     /// Print the man page (roff) for kmodkit and its subcommands
     #[command(hide = false)]
     Man {

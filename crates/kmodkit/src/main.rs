@@ -2,6 +2,7 @@
 //! library crates together; all format knowledge lives in the libraries.
 
 mod cli;
+mod depmod;
 mod modinfo;
 
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
                 .expect("modinfo matches");
             modinfo::run(&args, modinfo_field(sub))
         }
+        Command::Depmod(args) => depmod::run(&args),
         Command::Man { dir } => {
             let cmd = Cli::command();
             match dir {

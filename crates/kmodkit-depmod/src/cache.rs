@@ -1,0 +1,198 @@
+//! A cache of parsed modules, so an unchanged tree is re-indexed without
+//! reading (and decompressing) its modules again.
+//!
+//! One file per module directory, `<cache dir>/<hash of the directory
+//! path>.depmod-cache`, holding for every module file its [`CacheKey`]
+//! (path, size, mtime in nanoseconds, inode, device) and the
+//! [`ModuleRecord`] depmod needs. A record is used only when all key fields
+//! match the file on disk. The file is written atomically (temporary file,
+//! fsync, rename); a damaged or foreign file is ignored.
+//!
+//! Format (little-endian): magic `KMKDEPC1`, u32 count, then per module:
+//! path, u64 size, i64 mtime_ns, u64 inode, u64 dev, exports (u32 count,
+//! (string, u64)), info (u32 count, (string, string)), needs (u32 count,
+//! (string, u64, u8 weak)). Strings are u32 length + bytes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::tree::ModuleRecord;
+
+const MAGIC: &[u8; 8] = b"KMKDEPC1";
+
+/// Identity of a module file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheKey {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+    pub dev: u64,
+}
+
+impl CacheKey {
+    /// Follows symlinks: a weak-updates link is keyed by its target.
+    pub fn of(path: &Path) -> std::io::Result<CacheKey> {
+        let m = std::fs::metadata(path)?;
+        Ok(CacheKey {
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            inode: m.ino(),
+            dev: m.dev(),
+        })
+    }
+}
+
+/// The cache of one module directory.
+#[derive(Debug)]
+pub struct ModuleCache {
+    file: PathBuf,
+    entries: HashMap<String, (CacheKey, ModuleRecord)>,
+}
+
+/// FNV-1a, to name the cache file after the module directory.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.data.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.bytes(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.bytes(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.u32()? as usize;
+        self.bytes(n)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+impl ModuleCache {
+    /// Opens (or starts) the cache for `module_dir` under `cache_dir`.
+    pub fn open(cache_dir: &Path, module_dir: &str) -> ModuleCache {
+        let file = cache_dir.join(format!("{:016x}.depmod-cache", fnv1a(module_dir)));
+        let entries = std::fs::read(&file)
+            .ok()
+            .and_then(|d| Self::decode(&d))
+            .unwrap_or_default();
+        ModuleCache { file, entries }
+    }
+
+    fn decode(data: &[u8]) -> Option<HashMap<String, (CacheKey, ModuleRecord)>> {
+        let mut r = Reader { data, pos: 0 };
+        if r.bytes(8)? != MAGIC {
+            return None;
+        }
+        let count = r.u32()? as usize;
+        let mut map = HashMap::with_capacity(count.min(1 << 20));
+        for _ in 0..count {
+            let path = r.string()?;
+            let key = CacheKey {
+                size: r.u64()?,
+                mtime_ns: r.u64()? as i64,
+                inode: r.u64()?,
+                dev: r.u64()?,
+            };
+            let mut rec = ModuleRecord::default();
+            for _ in 0..r.u32()? {
+                rec.exports.push((r.string()?, r.u64()?));
+            }
+            for _ in 0..r.u32()? {
+                rec.info.push((r.string()?, r.string()?));
+            }
+            for _ in 0..r.u32()? {
+                rec.needs.push((r.string()?, r.u64()?, r.u8()? != 0));
+            }
+            map.insert(path, (key, rec));
+        }
+        Some(map)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The cached record for `path` if the file is unchanged.
+    pub fn get(&self, path: &str, key: &CacheKey) -> Option<ModuleRecord> {
+        self.entries
+            .get(path)
+            .filter(|(k, _)| k == key)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Adds fresh records and drops files no longer in the tree.
+    pub fn update(&mut self, fresh: Vec<(String, CacheKey, ModuleRecord)>, keep: &[&str]) {
+        for (path, key, rec) in fresh {
+            self.entries.insert(path, (key, rec));
+        }
+        let keep: std::collections::HashSet<&str> = keep.iter().copied().collect();
+        self.entries.retain(|p, _| keep.contains(p.as_str()));
+    }
+
+    /// Writes the cache atomically.
+    pub fn save(&self) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(self.entries.len() * 2048);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for (path, (key, rec)) in &self.entries {
+            put_str(&mut out, path);
+            for v in [key.size, key.mtime_ns as u64, key.inode, key.dev] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&(rec.exports.len() as u32).to_le_bytes());
+            for (n, crc) in &rec.exports {
+                put_str(&mut out, n);
+                out.extend_from_slice(&crc.to_le_bytes());
+            }
+            out.extend_from_slice(&(rec.info.len() as u32).to_le_bytes());
+            for (k, v) in &rec.info {
+                put_str(&mut out, k);
+                put_str(&mut out, v);
+            }
+            out.extend_from_slice(&(rec.needs.len() as u32).to_le_bytes());
+            for (n, crc, weak) in &rec.needs {
+                put_str(&mut out, n);
+                out.extend_from_slice(&crc.to_le_bytes());
+                out.push(u8::from(*weak));
+            }
+        }
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = self
+            .file
+            .with_extension(format!("tmp.{}", std::process::id()));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.file)
+    }
+}

@@ -1,0 +1,335 @@
+//! The files kmod 30's depmod writes, rendered byte for byte
+//! (`output_deps`, `output_deps_bin`, `output_aliases`, ... in
+//! tools/depmod.c), in kmod's order.
+
+use kmodkit_index::lookup::normalize_alias;
+use kmodkit_index::writer::IndexBuilder;
+
+use crate::kmod_hash;
+use crate::tree::ModuleTree;
+use crate::DepmodError;
+
+/// One output file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFile {
+    pub name: &'static str,
+    pub contents: Vec<u8>,
+    /// Text files are what `depmod -n` prints.
+    pub text: bool,
+}
+
+/// Every file, in the order kmod writes them.
+pub fn render_all(tree: &ModuleTree) -> Result<(Vec<OutputFile>, Vec<String>), DepmodError> {
+    let mut warnings = Vec::new();
+    let dep_lines = dependency_lines(tree);
+    let files = vec![
+        text("modules.dep", render_deps(&dep_lines)),
+        bin("modules.dep.bin", render_deps_bin(tree, &dep_lines)?),
+        text("modules.alias", render_aliases(tree)),
+        bin(
+            "modules.alias.bin",
+            render_aliases_bin(tree, &mut warnings)?,
+        ),
+        text("modules.softdep", render_softdeps(tree)),
+        text("modules.symbols", render_symbols(tree)),
+        bin("modules.symbols.bin", render_symbols_bin(tree)?),
+        bin(
+            "modules.builtin.bin",
+            render_builtin_bin(tree, &mut warnings)?,
+        ),
+        bin(
+            "modules.builtin.alias.bin",
+            render_builtin_alias_bin(tree, &mut warnings)?,
+        ),
+        text("modules.devname", render_devname(tree, &mut warnings)),
+    ];
+    Ok((files.into_iter().flatten().collect(), warnings))
+}
+
+fn text(name: &'static str, contents: Vec<u8>) -> Option<OutputFile> {
+    Some(OutputFile {
+        name,
+        contents,
+        text: true,
+    })
+}
+
+/// `None` for an index kmod does not write (its source file is missing).
+fn bin(name: &'static str, contents: Option<Vec<u8>>) -> Option<OutputFile> {
+    contents.map(|contents| OutputFile {
+        name,
+        contents,
+        text: false,
+    })
+}
+
+/// `path: dep dep ...` for every module, in array order.
+fn dependency_lines(tree: &ModuleTree) -> Vec<String> {
+    tree.modules
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut line = String::with_capacity(128);
+            line.push_str(m.index_path());
+            line.push(':');
+            for d in tree.dependency_closure(i) {
+                line.push(' ');
+                line.push_str(tree.modules[d].index_path());
+            }
+            line
+        })
+        .collect()
+}
+
+fn render_deps(lines: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for l in lines {
+        out.extend_from_slice(l.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn index_error(e: kmodkit_index::writer::NotAscii) -> DepmodError {
+    DepmodError::Index(e.to_string())
+}
+
+fn render_deps_bin(tree: &ModuleTree, lines: &[String]) -> Result<Option<Vec<u8>>, DepmodError> {
+    let mut idx = IndexBuilder::new();
+    for (i, (m, line)) in tree.modules.iter().zip(lines).enumerate() {
+        idx.insert(m.name.as_bytes(), line.as_bytes(), i as u32)
+            .map_err(index_error)?;
+    }
+    Ok(Some(idx.to_bytes()))
+}
+
+fn render_aliases(tree: &ModuleTree) -> Vec<u8> {
+    let mut out = b"# Aliases extracted from modules themselves.\n".to_vec();
+    for m in &tree.modules {
+        for (k, v) in &m.record.info {
+            if k == "alias" {
+                out.extend_from_slice(format!("alias {v} {}\n", m.name).as_bytes());
+            }
+        }
+    }
+    out
+}
+
+fn render_aliases_bin(
+    tree: &ModuleTree,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Vec<u8>>, DepmodError> {
+    let mut idx = IndexBuilder::new();
+    for (i, m) in tree.modules.iter().enumerate() {
+        for (k, v) in &m.record.info {
+            if k != "alias" {
+                continue;
+            }
+            match normalize_alias(v) {
+                Ok(alias) => {
+                    idx.insert(alias.as_bytes(), m.name.as_bytes(), i as u32)
+                        .map_err(index_error)?;
+                }
+                Err(_) => warnings.push(format!("Unmatched bracket in {v}")),
+            }
+        }
+    }
+    Ok(Some(idx.to_bytes()))
+}
+
+fn render_softdeps(tree: &ModuleTree) -> Vec<u8> {
+    let mut out = b"# Soft dependencies extracted from modules themselves.\n".to_vec();
+    for m in &tree.modules {
+        for (k, v) in &m.record.info {
+            if k == "softdep" {
+                out.extend_from_slice(format!("softdep {} {v}\n", m.name).as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Symbols with a module owner, in kmod's symbol-table iteration order
+/// (2048 buckets).
+fn owned_symbols(tree: &ModuleTree) -> Vec<(&str, usize)> {
+    let mut syms: Vec<(&str, usize)> = tree
+        .symbols
+        .iter()
+        .filter_map(|(name, p)| p.owner.map(|o| (name.as_str(), o)))
+        .collect();
+    kmod_hash::sort_in_iteration_order(&mut syms, 2048, |(n, _)| n.as_bytes());
+    syms
+}
+
+fn render_symbols(tree: &ModuleTree) -> Vec<u8> {
+    let mut out = b"# Aliases for symbols, used by symbol_request().\n".to_vec();
+    for (name, owner) in owned_symbols(tree) {
+        out.extend_from_slice(
+            format!("alias symbol:{name} {}\n", tree.modules[owner].name).as_bytes(),
+        );
+    }
+    out
+}
+
+fn render_symbols_bin(tree: &ModuleTree) -> Result<Option<Vec<u8>>, DepmodError> {
+    let mut idx = IndexBuilder::new();
+    for (name, owner) in owned_symbols(tree) {
+        let key = format!("symbol:{name}");
+        idx.insert(
+            key.as_bytes(),
+            tree.modules[owner].name.as_bytes(),
+            owner as u32,
+        )
+        .map_err(index_error)?;
+    }
+    Ok(Some(idx.to_bytes()))
+}
+
+/// From `modules.builtin`: every line's basename up to the first '.', with
+/// '-' as '_' (kmod's `path_to_modname`), value "" priority 0.
+fn render_builtin_bin(
+    tree: &ModuleTree,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Vec<u8>>, DepmodError> {
+    let Ok(data) = std::fs::read(format!("{}/modules.builtin", tree.dir)) else {
+        return Ok(None);
+    };
+    let mut idx = IndexBuilder::new();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if !line.first().is_some_and(|b| b.is_ascii_alphabetic()) {
+            warnings.push(format!(
+                "Invalid modules.builtin line: {}",
+                String::from_utf8_lossy(line)
+            ));
+            continue;
+        }
+        let base = line.rsplit(|&b| b == b'/').next().unwrap_or(line);
+        let name: Vec<u8> = base
+            .iter()
+            .take_while(|&&b| b != b'.' && b != 0)
+            .map(|&b| if b == b'-' { b'_' } else { b })
+            .collect();
+        idx.insert(&name, b"", 0).map_err(index_error)?;
+    }
+    Ok(Some(idx.to_bytes()))
+}
+
+/// From `modules.builtin.modinfo` (`modname.key=value\0`...): every
+/// `alias` entry, normalised, value = module name, priority 0. Follows
+/// kmod's stream parsing, quirks included.
+fn render_builtin_alias_bin(
+    tree: &ModuleTree,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Vec<u8>>, DepmodError> {
+    let Ok(data) = std::fs::read(format!("{}/modules.builtin.modinfo", tree.dir)) else {
+        return Ok(None);
+    };
+    let mut idx = IndexBuilder::new();
+    let mut pos = 0usize;
+    // flush_stream_to: read until `end`, NUL or EOF; returns the text only
+    // when `end` was found.
+    let read_to = |pos: &mut usize, end: u8| -> Option<Vec<u8>> {
+        let start = *pos;
+        while *pos < data.len() {
+            let c = data[*pos];
+            *pos += 1;
+            if c == end {
+                return Some(data[start..*pos - 1].to_vec());
+            }
+            if c == 0 {
+                return None;
+            }
+        }
+        None
+    };
+    while pos < data.len() {
+        let Some(modname) = read_to(&mut pos, b'.').filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let key = read_to(&mut pos, b'=').unwrap_or_default();
+        if key != b"alias" {
+            // flush_stream(in, '\0')
+            while pos < data.len() {
+                let c = data[pos];
+                pos += 1;
+                if c == 0 {
+                    break;
+                }
+            }
+            continue;
+        }
+        let Some(value) = read_to(&mut pos, 0).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let value = String::from_utf8_lossy(&value).into_owned();
+        match normalize_alias(&value) {
+            Ok(alias) => {
+                idx.insert(alias.as_bytes(), &modname, 0)
+                    .map_err(index_error)?;
+            }
+            Err(_) => warnings.push(format!("Unmatched bracket in {value}")),
+        }
+    }
+    Ok(Some(idx.to_bytes()))
+}
+
+/// `sscanf(s, "<prefix>%u-%u")`: two unsigned numbers (optional sign and
+/// leading white space, as scanf allows).
+fn scan_major_minor(s: &str, prefix: &str) -> Option<(u32, u32)> {
+    fn number(s: &str) -> Option<(u32, &str)> {
+        let t = s.trim_start();
+        let (neg, t) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let v = t[..digits].parse::<u64>().unwrap_or(u64::MAX) as u32;
+        Some((if neg { v.wrapping_neg() } else { v }, &t[digits..]))
+    }
+    let rest = s.strip_prefix(prefix)?;
+    let (major, rest) = number(rest)?;
+    let rest = rest.strip_prefix('-')?;
+    let (minor, _) = number(rest)?;
+    Some((major, minor))
+}
+
+fn render_devname(tree: &ModuleTree, warnings: &mut Vec<String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in &tree.modules {
+        let mut devname: Option<&str> = None;
+        let mut kind: Option<(char, u32, u32)> = None;
+        for (k, v) in &m.record.info {
+            if k != "alias" {
+                continue;
+            }
+            if let Some(d) = v.strip_prefix("devname:") {
+                devname = Some(d);
+            } else if let Some((a, b)) = scan_major_minor(v, "char-major-") {
+                kind = Some(('c', a, b));
+            } else if let Some((a, b)) = scan_major_minor(v, "block-major-") {
+                kind = Some(('b', a, b));
+            }
+            if kind.is_some() && devname.is_some() {
+                break;
+            }
+        }
+        let Some(devname) = devname else { continue };
+        match kind {
+            Some((t, major, minor)) => {
+                if out.is_empty() {
+                    out.extend_from_slice(b"# Device nodes to trigger on-demand module loading.\n");
+                }
+                out.extend_from_slice(format!("{} {devname} {t}{major}:{minor}\n", m.name).as_bytes());
+            }
+            None => warnings.push(format!(
+                "Module '{}' has devname ({devname}) but lacks major and minor information. Ignoring.",
+                m.name
+            )),
+        }
+    }
+    out
+}

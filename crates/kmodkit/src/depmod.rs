@@ -1,0 +1,252 @@
+//! `kmodkit depmod`: kmod 30's depmod command line; the files it writes are
+//! byte-identical to kmod's, replaced as one atomic set.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kmodkit_depmod::tree::make_absolute;
+use kmodkit_depmod::{output, write, KernelSymbols, ModuleTree, TreeOptions};
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Generate modules.dep and the other module index files (modules.alias, \
+modules.symbols, the .bin indexes, modules.devname, ...) for a kernel, exactly as kmod's \
+depmod does. Modules are read on all cores; with --cache an unchanged tree is re-indexed \
+without reading its modules again. All files are replaced as one set: an interrupted run \
+leaves the previous set or the new one, never a mix.\n\n\
+Arguments: [KVER] [MODULE FILES...]. Without module files every module of \
+BASEDIR/lib/modules/KVER is indexed (as -a).",
+    after_help = "Examples:\n  kmodkit depmod -a 6.1.0-56-amd64\n  kmodkit depmod -b /srv/node-root -a 6.12.117+deb12-amd64 --cache\n  kmodkit depmod -n -e -E /usr/src/linux-headers-$(uname -r)/Module.symvers -a $(uname -r) 2>warnings.txt"
+)]
+pub struct DepmodArgs {
+    /// Probe all modules (the default without module files)
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// Only do the work if a module is newer than modules.dep
+    #[arg(short = 'A', long = "quick")]
+    pub quick: bool,
+    /// Use an image of a module tree rooted at DIR
+    #[arg(short = 'b', long = "basedir", value_name = "DIR")]
+    pub basedir: Option<String>,
+    /// Read configuration from PATH (repeatable; replaces the default depmod.d directories)
+    #[arg(short = 'C', long = "config", value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// Use Module.symvers FILE to check symbol versions (vmlinux rows)
+    #[arg(short = 'E', long = "symvers", value_name = "FILE")]
+    pub symvers: Option<PathBuf>,
+    /// Use System.map FILE for the kernel's own symbols
+    #[arg(short = 'F', long = "filesyms", value_name = "FILE")]
+    pub filesyms: Option<PathBuf>,
+    /// Report symbols no module or the kernel provides, and version mismatches (needs -E or -F)
+    #[arg(short = 'e', long = "errsyms")]
+    pub errsyms: bool,
+    /// Print the dependencies found
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Write the text files to standard output instead of the module directory
+    #[arg(short = 'n', long = "show", visible_alias = "dry-run")]
+    pub show: bool,
+    /// Architecture symbol prefix (one character)
+    #[arg(short = 'P', long = "symbol-prefix", value_name = "C")]
+    pub symbol_prefix: Option<String>,
+    /// Warn about duplicate index entries
+    #[arg(short = 'w', long = "warn")]
+    pub warn: bool,
+    /// Deprecated (ignored, as kmod does)
+    #[arg(short = 'u', long = "unresolved-error", hide = true)]
+    pub unresolved_error: bool,
+    /// Deprecated (ignored)
+    #[arg(short = 'q', long = "quiet", hide = true)]
+    pub quiet: bool,
+    /// Deprecated (ignored)
+    #[arg(short = 'r', long = "root", hide = true)]
+    pub root: bool,
+    /// Deprecated (ignored)
+    #[arg(short = 'm', long = "map", hide = true)]
+    pub map: bool,
+    /// Reuse parsed modules from a cache (default DIR: ~/.cache/kmodkit/depmod)
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    pub cache: Option<PathBuf>,
+    /// Print a JSON summary (modules, warnings, files, timing) on standard output
+    #[arg(long, conflicts_with = "show")]
+    pub json: bool,
+    /// Kernel release, then optional module files (absolute paths)
+    #[arg(value_name = "KVER [MODULE]")]
+    pub args: Vec<String>,
+}
+
+/// `is_version_number`: "%u.%u" matches.
+fn is_version_number(s: &str) -> bool {
+    let mut it = s.splitn(2, '.');
+    let a = it.next().unwrap_or("");
+    let b = it.next().unwrap_or("");
+    let num = |t: &str| {
+        let t = t.trim_start();
+        let t = t.strip_prefix('+').unwrap_or(t);
+        t.bytes().next().is_some_and(|c| c.is_ascii_digit())
+    };
+    num(a) && num(b)
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache")
+        })
+        .join("kmodkit/depmod")
+}
+
+fn warn(msg: impl std::fmt::Display) {
+    eprintln!("depmod: WARNING: {msg}");
+}
+
+pub fn run(args: &DepmodArgs) -> Result<bool> {
+    let started = Instant::now();
+    for (flag, set) in [
+        ("-u", args.unresolved_error),
+        ("-q", args.quiet),
+        ("-r", args.root),
+        ("-m", args.map),
+    ] {
+        if set {
+            warn(format_args!("Ignored deprecated option {flag}"));
+        }
+    }
+    let mut positional = args.args.iter();
+    let kver = match args.args.first() {
+        Some(v) if is_version_number(v) => {
+            positional.next();
+            v.clone()
+        }
+        Some(v) => bail!("Bad version passed {v}"),
+        None => std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .context("cannot read the running kernel release; pass KVER")?
+            .trim_end()
+            .to_string(),
+    };
+    let modules: Vec<PathBuf> = positional.map(PathBuf::from).collect();
+    let basedir = args.basedir.as_deref().map(make_absolute);
+
+    let mut opts = TreeOptions::new(basedir, &kver);
+    opts.config_paths = args.config.clone();
+    opts.kernel_symbols = match (&args.symvers, &args.filesyms) {
+        (Some(s), _) => Some(KernelSymbols::Symvers(s.clone())),
+        (None, Some(f)) => Some(KernelSymbols::SystemMap(f.clone())),
+        _ => None,
+    };
+    if args.errsyms && opts.kernel_symbols.is_none() {
+        warn("-e needs -E or -F");
+    }
+    opts.report_unresolved = args.errsyms;
+    opts.symbol_prefix = match args.symbol_prefix.as_deref() {
+        None => None,
+        Some(p) if p.len() == 1 => Some(p.as_bytes()[0]),
+        Some(_) => bail!("-P only takes a single char"),
+    };
+    if !(args.all || modules.is_empty()) {
+        opts.modules = modules;
+    } else if !modules.is_empty() && args.all {
+        // kmod: -a with module files scans everything; the files are ignored.
+        opts.modules = Vec::new();
+    }
+    opts.cache = args.cache.as_ref().map(|c| {
+        if c.as_os_str().is_empty() {
+            default_cache_dir()
+        } else {
+            c.clone()
+        }
+    });
+
+    let dir = opts.module_dir();
+    let dir_path = Path::new(&dir);
+    if args.quick && !args.show && kmodkit_depmod::index_up_to_date(dir_path) {
+        return Ok(true);
+    }
+    if !args.show && write::recover(dir_path)? {
+        warn(format_args!("{dir}: completed an interrupted index update"));
+    }
+
+    let tree = ModuleTree::load(opts)?;
+    for d in &tree.diagnostics {
+        eprintln!("depmod: {}: {d}", d.severity());
+    }
+    if args.verbose {
+        print_dependencies(&tree)?;
+    }
+    let (files, warnings) = output::render_all(&tree)?;
+    for w in &warnings {
+        eprintln!("depmod: ERROR: {w}");
+    }
+    if args.warn {
+        for w in duplicate_warnings(&tree) {
+            warn(w);
+        }
+    }
+    if args.show {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for f in files.iter().filter(|f| f.text) {
+            out.write_all(&f.contents)?;
+        }
+        out.flush()?;
+        return Ok(true);
+    }
+    write::write_set(dir_path, &files)?;
+    if args.json {
+        let summary = serde_json::json!({
+            "module_dir": dir,
+            "kernel_release": kver,
+            "modules": tree.modules.len(),
+            "symbols": tree.symbols.len(),
+            "files": files.iter().map(|f| serde_json::json!({"name": f.name, "bytes": f.contents.len()})).collect::<Vec<_>>(),
+            "warnings": tree.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(true)
+}
+
+/// `-v`: kmod's "<path> needs "<symbol>": <provider path>" for the symbol
+/// that first made each dependency.
+fn print_dependencies(tree: &ModuleTree) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for m in &tree.modules {
+        let mut seen = Vec::new();
+        for (sym, _, _) in &m.record.needs {
+            let Some(owner) = tree.find_symbol(sym).and_then(|p| p.owner) else {
+                continue;
+            };
+            if seen.contains(&owner) {
+                continue;
+            }
+            seen.push(owner);
+            writeln!(
+                out,
+                "{} needs \"{sym}\": {}",
+                m.path, tree.modules[owner].path
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `-w`: duplicate (alias, module) pairs, as kmod's index insertion reports.
+fn duplicate_warnings(tree: &ModuleTree) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &tree.modules {
+        let mut seen = std::collections::HashSet::new();
+        for (k, v) in &m.record.info {
+            if k == "alias" && !seen.insert(v.as_str()) {
+                out.push(format!("duplicate module alias:\n{v} {}", m.name));
+            }
+        }
+    }
+    out
+}
