@@ -3,6 +3,7 @@
 
 mod cli;
 mod depmod;
+mod initrd;
 mod modinfo;
 
 use std::process::ExitCode;
@@ -39,6 +40,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
             modinfo::run(&args, modinfo_field(sub))
         }
         Command::Depmod(args) => depmod::run(&args),
+        Command::Initrd(args) => initrd::run(&args),
         Command::Man { dir } => {
             let cmd = Cli::command();
             match dir {

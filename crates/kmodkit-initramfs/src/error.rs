@@ -1,0 +1,95 @@
+//! The one error type of the crate: every variant names the image (or
+//! file), the segment and the byte offset where that applies.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::compression::Compression;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image could not be read (I/O).
+    #[error("{image}: cannot read: {source}")]
+    Read {
+        image: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes that start neither a cpio archive, nor a known compressed
+    /// stream, nor zero padding.
+    #[error("{image}: byte {offset}: {problem}")]
+    Junk {
+        image: String,
+        offset: u64,
+        problem: String,
+    },
+    /// A compressed stream is corrupt or truncated.
+    #[error("{image}: segment {segment} ({compression} stream at byte {segment_offset}): {source} (the compressed data is corrupt or truncated)")]
+    Decompress {
+        image: String,
+        segment: usize,
+        segment_offset: u64,
+        compression: Compression,
+        #[source]
+        source: io::Error,
+    },
+    /// The cpio data of a segment is malformed or truncated.
+    #[error("{image}: {location}: {problem}")]
+    Cpio {
+        image: String,
+        segment: usize,
+        /// Offset of the problem: in the image for an uncompressed segment,
+        /// in the decompressed stream otherwise (`location` says which).
+        offset: u64,
+        location: String,
+        problem: String,
+    },
+    /// More decompressed data than the configured limit.
+    #[error("{image}: segment {segment}: decompressed data exceeds the limit of {limit} bytes (a decompression bomb?); raise the limit (--max-size) if the image is trusted")]
+    TooLarge {
+        image: String,
+        segment: usize,
+        limit: u64,
+    },
+    /// An entry that extraction refuses because it would reach outside the
+    /// target directory.
+    #[error("{image}: segment {segment}, entry '{name}' (byte {offset}): {problem}; extraction stopped, nothing was written outside the target directory")]
+    Unsafe {
+        image: String,
+        segment: usize,
+        offset: u64,
+        name: String,
+        problem: String,
+    },
+    /// Writing output failed.
+    #[error("{path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Reading an input file (create) failed.
+    #[error("{path}: {source}")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A manifest line or an option is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Internal: the consumer stopped the producer. Never returned.
+    #[doc(hidden)]
+    #[error("reading stopped")]
+    Stopped,
+}
+
+impl Error {
+    /// A write error on `path`.
+    pub fn write(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Write {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,990 @@
+//! Streaming reader: splits an image into segments as the kernel's
+//! unpack_to_rootfs() (init/initramfs.c) does, decompresses each one, and
+//! parses the cpio stream with a push state machine that mirrors the
+//! kernel's (header, name, symlink target, data, padding, zeros after the
+//! trailer), so chunk boundaries can fall anywhere and no entry needs an
+//! allocation.
+//!
+//! Grammar of an image (buffer-format.rst): `("\0" | cpio | compressed(cpio))*`
+//! - zero bytes between segments are skipped;
+//! - an uncompressed cpio archive starts with `0` at a 4-byte aligned image
+//!   offset and ends after its `TRAILER!!!` entry;
+//! - anything else must start with a compression magic; the segment ends
+//!   where that stream ends, and its decompressed bytes are one or more cpio
+//!   archives, each after the first at a 4-byte aligned stream offset,
+//!   with only zeros between and after them.
+//!
+//! Decompression runs on its own thread and hands large buffers to the
+//! parser (bounded queue, recycled buffers: memory stays a few MiB whatever
+//! the image size).
+
+use std::fs::File;
+use std::io::{self, BufRead, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc;
+
+use serde::Serialize;
+
+use crate::compression::{self, Compression};
+use crate::cpio::{self, FileType, Format, Header, HeaderError, HEADER_LEN, PATH_MAX, TRAILER};
+use crate::error::Error;
+
+/// Bytes of decompressed data handed over at once.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight between the decompressing and the parsing thread.
+const QUEUE: usize = 4;
+/// Default limit of decompressed bytes per image.
+pub const DEFAULT_MAX_OUTPUT: u64 = 16 << 30;
+
+/// Positional reads from an image (a file, or bytes in memory).
+pub trait ImageSource: Sync {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl ImageSource for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl ImageSource for &[u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// An image to read: a name for messages, its bytes and its length.
+pub struct Image<'a> {
+    name: String,
+    source: Box<dyn ImageSource + 'a>,
+    len: u64,
+}
+
+impl<'a> Image<'a> {
+    /// Opens an image file.
+    pub fn open(path: &Path) -> Result<Image<'static>, Error> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(|source| Error::Read {
+            image: name.clone(),
+            source,
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|source| Error::Read {
+                image: name.clone(),
+                source,
+            })?
+            .len();
+        Ok(Image {
+            name,
+            source: Box::new(file),
+            len,
+        })
+    }
+
+    /// An image held in memory.
+    pub fn from_bytes(name: impl Into<String>, bytes: &'a [u8]) -> Image<'a> {
+        Image {
+            name: name.into(),
+            len: bytes.len() as u64,
+            source: Box::new(bytes),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.source.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn read_error(&self, source: io::Error) -> Error {
+        Error::Read {
+            image: self.name.clone(),
+            source,
+        }
+    }
+}
+
+/// Where a segment starts and how it is compressed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentInfo {
+    /// 1-based, in image order.
+    pub index: usize,
+    /// Byte offset in the image.
+    pub offset: u64,
+    pub compression: Compression,
+    /// Something about the stream the kernel would refuse or mishandle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_note: Option<String>,
+}
+
+/// A segment once read completely.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentSummary {
+    pub index: usize,
+    pub offset: u64,
+    /// Bytes the segment occupies in the image.
+    pub size: u64,
+    pub compression: Compression,
+    /// Entries, trailers not counted.
+    pub entries: u64,
+    /// cpio archives (trailers) in the segment.
+    pub archives: u64,
+    pub uncompressed_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_note: Option<String>,
+}
+
+/// One cpio entry as the visitor sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub segment: usize,
+    /// Offset of the header in the segment's cpio stream.
+    pub offset: u64,
+    /// The name without its NUL (as stored: may start with `/` or `./`).
+    pub name: &'a [u8],
+    pub header: &'a Header,
+    /// Symlink target.
+    pub link_target: Option<&'a [u8]>,
+}
+
+impl Entry<'_> {
+    pub fn file_type(&self) -> FileType {
+        self.header.file_type()
+    }
+    pub fn size(&self) -> u32 {
+        self.header.filesize
+    }
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(self.name).into_owned()
+    }
+}
+
+/// Receives what the reader finds, in image order.
+pub trait Visitor {
+    fn segment_start(&mut self, _info: &SegmentInfo) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Returns true to receive the entry's data through [`Visitor::data`].
+    fn entry(&mut self, entry: &Entry<'_>) -> Result<bool, Error>;
+    fn data(&mut self, _chunk: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
+    /// After the data of an entry whose data was requested (checksum
+    /// already verified).
+    fn entry_end(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// A `TRAILER!!!`: the end of one cpio archive (hard links reset).
+    fn trailer(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+    fn segment_end(&mut self, _summary: &SegmentSummary) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Progress of a long operation, in bytes of the image (or of input).
+/// Called from a worker thread.
+pub trait Progress: Sync {
+    fn start(&self, _total: u64) {}
+    fn set_position(&self, _pos: u64) {}
+    fn finish(&self) {}
+}
+
+/// No progress reporting.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Reader settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// Stop when more decompressed bytes than this come out of the image.
+    pub max_output: u64,
+    /// Decompress on a second thread (the parser runs on the caller's).
+    pub threaded: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            max_output: DEFAULT_MAX_OUTPUT,
+            threaded: true,
+        }
+    }
+}
+
+enum Event {
+    Start(SegmentInfo),
+    Data(Vec<u8>, usize),
+    End { end: u64 },
+}
+
+/// Receives each segment's decompressed bytes as they are (repack).
+pub trait StreamSink {
+    fn segment_start(&mut self, info: &SegmentInfo) -> Result<(), Error>;
+    fn data(&mut self, chunk: &[u8]) -> Result<(), Error>;
+    fn segment_end(&mut self, summary: &SegmentSummary) -> Result<(), Error>;
+}
+
+/// Reads an image, calling the visitor for every segment and entry.
+pub fn read_image(
+    image: &Image<'_>,
+    opts: &ReadOptions,
+    progress: &dyn Progress,
+    visitor: &mut dyn Visitor,
+) -> Result<Vec<SegmentSummary>, Error> {
+    read_image_streams(image, opts, progress, visitor, None)
+}
+
+/// [`read_image`], also handing every segment's decompressed cpio stream
+/// to `sink` (after it was parsed and checked).
+pub fn read_image_streams(
+    image: &Image<'_>,
+    opts: &ReadOptions,
+    progress: &dyn Progress,
+    visitor: &mut dyn Visitor,
+    sink: Option<&mut dyn StreamSink>,
+) -> Result<Vec<SegmentSummary>, Error> {
+    progress.start(image.len);
+    let mut consumer = Consumer::new(image.name.clone());
+    consumer.sink = sink;
+    let result = if opts.threaded {
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::sync_channel::<Event>(QUEUE);
+            let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
+            let producer = scope.spawn(move || {
+                produce(image, opts, progress, &mut |ev| {
+                    tx.send(ev).map_err(|_| Error::Stopped)?;
+                    Ok(recycle_rx.try_recv().ok())
+                })
+            });
+            let mut consumed = Ok(());
+            for ev in rx.iter() {
+                match consumer.handle(ev, visitor) {
+                    Ok(Some(buf)) => {
+                        let _ = recycle_tx.send(buf);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        consumed = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(rx);
+            let produced = producer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            match (consumed, produced) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Err(e)) => Err(e),
+                (Ok(()), Ok(())) => Ok(()),
+            }
+        })
+    } else {
+        produce(image, opts, progress, &mut |ev| {
+            consumer.handle(ev, visitor)
+        })
+    };
+    progress.finish();
+    result?;
+    Ok(consumer.summaries)
+}
+
+// ---------------------------------------------------------------------------
+// Producer: segment splitting and decompression.
+
+/// A `BufRead` over a byte range of the image that knows its position.
+struct SourceReader<'i, 'a> {
+    image: &'i Image<'a>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Image offset of `buf[end]`.
+    next: u64,
+    progress: &'i dyn Progress,
+}
+
+impl<'i, 'a> SourceReader<'i, 'a> {
+    fn new(image: &'i Image<'a>, offset: u64, progress: &'i dyn Progress) -> Self {
+        SourceReader {
+            image,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+            next: offset,
+            progress,
+        }
+    }
+    fn position(&self) -> u64 {
+        self.next - (self.end - self.start) as u64
+    }
+}
+
+impl Read for SourceReader<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for SourceReader<'_, '_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.start == self.end {
+            let n = self.image.read_exact_at(&mut self.buf, self.next)?;
+            self.start = 0;
+            self.end = n;
+            self.next += n as u64;
+            self.progress.set_position(self.next);
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+}
+
+type Sink<'s> = dyn FnMut(Event) -> Result<Option<Vec<u8>>, Error> + 's;
+
+fn produce(
+    image: &Image<'_>,
+    opts: &ReadOptions,
+    progress: &dyn Progress,
+    sink: &mut Sink<'_>,
+) -> Result<(), Error> {
+    let mut pos = 0u64;
+    let mut index = 0usize;
+    let mut produced = 0u64;
+    let mut spare: Option<Vec<u8>> = None;
+    let mut scan = vec![0u8; 64 << 10];
+    loop {
+        // Zero padding between segments.
+        let Some(start) = skip_zeros(image, pos, &mut scan)? else {
+            return Ok(());
+        };
+        pos = start;
+        let mut head = [0u8; 16];
+        let n = image
+            .read_exact_at(&mut head, pos)
+            .map_err(|e| image.read_error(e))?;
+        let head = &head[..n];
+        index += 1;
+        let compression = if head[0] == b'0' {
+            if pos % 4 != 0 {
+                return Err(Error::Junk {
+                    image: image.name.clone(),
+                    offset: pos,
+                    problem: "a cpio archive at an offset that is not a multiple of 4 (the kernel only accepts aligned uncompressed archives)".into(),
+                });
+            }
+            Compression::None
+        } else {
+            Compression::detect(head).ok_or_else(|| Error::Junk {
+                image: image.name.clone(),
+                offset: pos,
+                problem: format!(
+                    "neither a cpio archive, zero padding nor a known compression magic (bytes {}); \
+                     the kernel stops with \"junk in compressed archive\" here",
+                    hex(&head[..head.len().min(8)])
+                ),
+            })?
+        };
+        let info = SegmentInfo {
+            index,
+            offset: pos,
+            compression,
+            kernel_note: compression::kernel_note(compression, head),
+        };
+        sink(Event::Start(info))?;
+        let mut take = |sink: &mut Sink<'_>,
+                        fill: &mut dyn FnMut(&mut [u8]) -> Result<usize, Error>|
+         -> Result<bool, Error> {
+            let mut buf = spare.take().unwrap_or_else(|| vec![0; CHUNK]);
+            let mut len = 0;
+            while len < buf.len() {
+                let n = fill(&mut buf[len..])?;
+                if n == 0 {
+                    break;
+                }
+                len += n;
+            }
+            if len == 0 {
+                spare = Some(buf);
+                return Ok(false);
+            }
+            produced += len as u64;
+            if produced > opts.max_output {
+                return Err(Error::TooLarge {
+                    image: image.name.clone(),
+                    segment: index,
+                    limit: opts.max_output,
+                });
+            }
+            spare = sink(Event::Data(buf, len))?;
+            Ok(true)
+        };
+        let end = if compression == Compression::None {
+            let end = uncompressed_end(image, index, pos)?;
+            let mut at = pos;
+            while take(sink, &mut |b: &mut [u8]| {
+                let want = (b.len() as u64).min(end - at) as usize;
+                let n = image
+                    .read_exact_at(&mut b[..want], at)
+                    .map_err(|e| image.read_error(e))?;
+                at += n as u64;
+                progress.set_position(at);
+                Ok(n)
+            })? {}
+            end
+        } else {
+            let mut reader = SourceReader::new(image, pos, progress);
+            {
+                let decode_error = |source: io::Error| Error::Decompress {
+                    image: image.name.clone(),
+                    segment: index,
+                    segment_offset: pos,
+                    compression,
+                    source,
+                };
+                let mut dec =
+                    compression::decoder(compression, &mut reader).map_err(decode_error)?;
+                while take(sink, &mut |b: &mut [u8]| loop {
+                    match dec.read(b) {
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(decode_error(e)),
+                    }
+                })? {}
+            }
+            reader.position()
+        };
+        sink(Event::End { end })?;
+        pos = end;
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// First non-zero byte at or after `pos`, or `None` at the end of the image.
+fn skip_zeros(image: &Image<'_>, mut pos: u64, scan: &mut [u8]) -> Result<Option<u64>, Error> {
+    loop {
+        let n = image
+            .read_exact_at(scan, pos)
+            .map_err(|e| image.read_error(e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(i) = scan[..n].iter().position(|&b| b != 0) {
+            return Ok(Some(pos + i as u64));
+        }
+        pos += n as u64;
+    }
+}
+
+/// Walks the headers of an uncompressed archive at `pos` to find where it
+/// ends: after the `TRAILER!!!` entry and its padding (like the kernel,
+/// which parses uncompressed data in place). Data is not read.
+fn uncompressed_end(image: &Image<'_>, segment: usize, start: u64) -> Result<u64, Error> {
+    let mut pos = start;
+    let mut hdr = [0u8; HEADER_LEN];
+    let err = |offset: u64, problem: String| Error::Cpio {
+        image: image.name.clone(),
+        segment,
+        offset,
+        location: format!("segment {segment} (uncompressed at byte {start}), image byte {offset}"),
+        problem,
+    };
+    loop {
+        let n = image
+            .read_exact_at(&mut hdr, pos)
+            .map_err(|e| image.read_error(e))?;
+        if n < HEADER_LEN {
+            return Err(err(
+                pos,
+                "truncated: the image ends inside a cpio header (no TRAILER!!! entry)".into(),
+            ));
+        }
+        let h = cpio::parse_header(&hdr).map_err(|e| err(pos, e.to_string()))?;
+        let mut name = [0u8; 11];
+        let is_trailer = h.namesize == 11
+            && image
+                .read_exact_at(&mut name, pos + HEADER_LEN as u64)
+                .map_err(|e| image.read_error(e))?
+                == 11
+            && &name[..10] == TRAILER
+            && name[10] == 0;
+        let next = pos + h.data_offset() + cpio::pad4(u64::from(h.filesize));
+        if is_trailer {
+            return Ok(next.min(image.len));
+        }
+        if next > image.len {
+            return Err(err(
+                pos,
+                format!(
+                    "truncated: entry needs {} bytes but the image ends {} bytes after its header",
+                    next - pos,
+                    image.len - pos
+                ),
+            ));
+        }
+        pos = next;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Consumer: the cpio state machine.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Collecting a header (`have` bytes so far).
+    Header,
+    Name,
+    Skip,
+    Link,
+    Data,
+    /// After a trailer: zeros, or the next archive.
+    AfterTrailer,
+}
+
+struct Consumer<'k> {
+    sink: Option<&'k mut dyn StreamSink>,
+    image: String,
+    summaries: Vec<SegmentSummary>,
+    seg: Option<SegmentInfo>,
+    state: State,
+    /// Offset in the current segment's stream.
+    off: u64,
+    hdr: [u8; HEADER_LEN],
+    have: usize,
+    header: Option<Header>,
+    entry_off: u64,
+    name: Vec<u8>,
+    link: Vec<u8>,
+    link_len: u64,
+    /// Bytes left in the current Name/Skip/Link/Data state.
+    left: u64,
+    /// Padding to skip after the data.
+    data_pad: u64,
+    after_skip: State,
+    want_data: bool,
+    sum: u32,
+    is_trailer: bool,
+    entries: u64,
+    archives: u64,
+    format: Option<Format>,
+}
+
+impl<'k> Consumer<'k> {
+    fn new(image: String) -> Consumer<'k> {
+        Consumer {
+            sink: None,
+            image,
+            summaries: Vec::new(),
+            seg: None,
+            state: State::Header,
+            off: 0,
+            hdr: [0; HEADER_LEN],
+            have: 0,
+            header: None,
+            entry_off: 0,
+            name: Vec::with_capacity(PATH_MAX as usize + 1),
+            link: Vec::with_capacity(PATH_MAX as usize),
+            link_len: 0,
+            left: 0,
+            data_pad: 0,
+            after_skip: State::Header,
+            want_data: false,
+            sum: 0,
+            is_trailer: false,
+            entries: 0,
+            archives: 0,
+            format: None,
+        }
+    }
+
+    fn error(&self, offset: u64, problem: String) -> Error {
+        let seg = self.seg.as_ref();
+        let index = seg.map_or(0, |s| s.index);
+        let location = match seg {
+            Some(s) if s.compression == Compression::None => format!(
+                "segment {} (uncompressed at byte {}), image byte {}",
+                s.index,
+                s.offset,
+                s.offset + offset
+            ),
+            Some(s) => format!(
+                "segment {} ({} at byte {}), byte {} of the decompressed cpio stream",
+                s.index, s.compression, s.offset, offset
+            ),
+            None => format!("byte {offset}"),
+        };
+        Error::Cpio {
+            image: self.image.clone(),
+            segment: index,
+            offset,
+            location,
+            problem,
+        }
+    }
+
+    fn entry_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    fn handle(&mut self, ev: Event, v: &mut dyn Visitor) -> Result<Option<Vec<u8>>, Error> {
+        match ev {
+            Event::Start(info) => {
+                self.state = State::Header;
+                self.off = 0;
+                self.have = 0;
+                self.entries = 0;
+                self.archives = 0;
+                self.format = None;
+                v.segment_start(&info)?;
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.segment_start(&info)?;
+                }
+                self.seg = Some(info);
+                Ok(None)
+            }
+            Event::Data(buf, len) => {
+                self.push(&buf[..len], v)?;
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.data(&buf[..len])?;
+                }
+                Ok(Some(buf))
+            }
+            Event::End { end } => {
+                let ok = self.state == State::AfterTrailer;
+                if !ok {
+                    let problem = if self.archives == 0 && self.off == 0 {
+                        "the segment holds no cpio data".to_string()
+                    } else if self.state == State::Header && self.have == 0 {
+                        "truncated: the cpio stream ends without a TRAILER!!! entry".to_string()
+                    } else {
+                        format!(
+                            "truncated: the cpio stream ends inside entry '{}' (header at byte {})",
+                            self.entry_name(),
+                            self.entry_off
+                        )
+                    };
+                    return Err(self.error(self.off, problem));
+                }
+                let seg = self.seg.take().expect("segment started");
+                let summary = SegmentSummary {
+                    index: seg.index,
+                    offset: seg.offset,
+                    size: end - seg.offset,
+                    compression: seg.compression,
+                    entries: self.entries,
+                    archives: self.archives,
+                    uncompressed_size: self.off,
+                    format: self.format,
+                    kernel_note: seg.kernel_note,
+                };
+                v.segment_end(&summary)?;
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.segment_end(&summary)?;
+                }
+                self.summaries.push(summary);
+                Ok(None)
+            }
+        }
+    }
+
+    fn push(&mut self, mut buf: &[u8], v: &mut dyn Visitor) -> Result<(), Error> {
+        while !buf.is_empty() {
+            match self.state {
+                State::Header => {
+                    let n = (HEADER_LEN - self.have).min(buf.len());
+                    self.hdr[self.have..self.have + n].copy_from_slice(&buf[..n]);
+                    if self.have == 0 {
+                        self.entry_off = self.off;
+                    }
+                    self.have += n;
+                    self.off += n as u64;
+                    buf = &buf[n..];
+                    if self.have == HEADER_LEN {
+                        self.have = 0;
+                        self.got_header()?;
+                    }
+                }
+                State::Name | State::Link => {
+                    let n = (self.left.min(buf.len() as u64)) as usize;
+                    if self.state == State::Name {
+                        self.name.extend_from_slice(&buf[..n]);
+                    } else {
+                        self.link.extend_from_slice(&buf[..n]);
+                    }
+                    self.left -= n as u64;
+                    self.off += n as u64;
+                    buf = &buf[n..];
+                    if self.left == 0 {
+                        if self.state == State::Name {
+                            self.got_name(v)?;
+                        } else {
+                            self.got_link(v)?;
+                        }
+                    }
+                }
+                State::Skip => {
+                    let n = (self.left.min(buf.len() as u64)) as usize;
+                    self.left -= n as u64;
+                    self.off += n as u64;
+                    buf = &buf[n..];
+                    if self.left == 0 {
+                        match self.after_skip {
+                            State::Data => {
+                                self.state = State::Data;
+                                self.start_data(v)?;
+                            }
+                            State::Link => self.enter_link(v)?,
+                            next => self.state = next,
+                        }
+                    }
+                }
+                State::Data => {
+                    let n = (self.left.min(buf.len() as u64)) as usize;
+                    let chunk = &buf[..n];
+                    if self.want_data {
+                        v.data(chunk)?;
+                    }
+                    if self.format == Some(Format::Crc) {
+                        self.sum = cpio::checksum_update(self.sum, chunk);
+                    }
+                    self.left -= n as u64;
+                    self.off += n as u64;
+                    buf = &buf[n..];
+                    if self.left == 0 {
+                        self.end_data(v)?;
+                    }
+                }
+                State::AfterTrailer => {
+                    let zeros = buf.iter().position(|&b| b != 0).unwrap_or(buf.len());
+                    self.off += zeros as u64;
+                    buf = &buf[zeros..];
+                    if let Some(&b) = buf.first() {
+                        if b == b'0' && self.off % 4 == 0 {
+                            self.state = State::Header;
+                        } else {
+                            return Err(self.error(
+                                self.off,
+                                format!(
+                                    "junk after the TRAILER!!! entry (byte {b:#04x}{}); the kernel stops with \"junk in compressed archive\"",
+                                    if b == b'0' { ", not at a multiple of 4" } else { "" }
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn got_header(&mut self) -> Result<(), Error> {
+        let h = cpio::parse_header(&self.hdr).map_err(|e| {
+            let hint = match e {
+                HeaderError::NoMagic if self.hdr.iter().all(|&b| b == 0) => {
+                    " (zeros where a header belongs)"
+                }
+                _ => "",
+            };
+            self.error(self.entry_off, format!("{e}{hint}"))
+        })?;
+        if self.format.is_none() {
+            self.format = Some(h.format);
+        }
+        if h.namesize == 0 || h.namesize > PATH_MAX {
+            return Err(self.error(
+                self.entry_off,
+                format!(
+                    "name size {} is outside 1..={PATH_MAX} (the kernel skips such entries; kmodkit refuses them)",
+                    h.namesize
+                ),
+            ));
+        }
+        self.header = Some(h);
+        self.name.clear();
+        self.link.clear();
+        self.left = u64::from(h.namesize);
+        self.state = State::Name;
+        Ok(())
+    }
+
+    fn got_name(&mut self, v: &mut dyn Visitor) -> Result<(), Error> {
+        let h = self.header.expect("header parsed");
+        if self.name.last() != Some(&0) {
+            self.name.pop();
+            return Err(self.error(
+                self.entry_off,
+                format!(
+                    "name '{}' is not NUL-terminated (malformed archive)",
+                    self.entry_name()
+                ),
+            ));
+        }
+        // The kernel uses the name up to its first NUL.
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(0);
+        self.name.truncate(end);
+        self.is_trailer = self.name == TRAILER;
+        let pad = h.data_offset() - HEADER_LEN as u64 - u64::from(h.namesize);
+        let size = u64::from(h.filesize);
+        self.data_pad = cpio::pad4(size) - size;
+        if self.is_trailer {
+            self.archives += 1;
+            v.trailer()?;
+            self.want_data = false;
+        } else if h.file_type() == FileType::Symlink {
+            if h.filesize > PATH_MAX {
+                return Err(self.error(
+                    self.entry_off,
+                    format!(
+                        "symlink '{}' has a {}-byte target, longer than PATH_MAX",
+                        self.entry_name(),
+                        h.filesize
+                    ),
+                ));
+            }
+            self.link_len = size;
+            self.after_skip = State::Link;
+            self.left = pad;
+            self.state = State::Skip;
+            if pad == 0 {
+                self.enter_link(v)?;
+            }
+            return Ok(());
+        } else {
+            self.entries += 1;
+            let entry = Entry {
+                segment: self.seg.as_ref().map_or(0, |s| s.index),
+                offset: self.entry_off,
+                name: &self.name,
+                header: &h,
+                link_target: None,
+            };
+            self.want_data = v.entry(&entry)?;
+        }
+        self.sum = 0;
+        self.left = pad;
+        self.after_skip = State::Data;
+        if pad == 0 {
+            self.state = State::Data;
+            self.start_data(v)
+        } else {
+            self.state = State::Skip;
+            Ok(())
+        }
+    }
+
+    fn enter_link(&mut self, v: &mut dyn Visitor) -> Result<(), Error> {
+        self.state = State::Link;
+        self.left = self.link_len;
+        if self.left == 0 {
+            self.got_link(v)?;
+        }
+        Ok(())
+    }
+
+    fn got_link(&mut self, v: &mut dyn Visitor) -> Result<(), Error> {
+        let h = self.header.expect("header parsed");
+        self.entries += 1;
+        let entry = Entry {
+            segment: self.seg.as_ref().map_or(0, |s| s.index),
+            offset: self.entry_off,
+            name: &self.name,
+            header: &h,
+            link_target: Some(&self.link),
+        };
+        let _ = v.entry(&entry)?;
+        self.want_data = false;
+        self.left = self.data_pad;
+        self.after_skip = State::Header;
+        self.state = if self.left == 0 {
+            State::Header
+        } else {
+            State::Skip
+        };
+        Ok(())
+    }
+
+    fn start_data(&mut self, v: &mut dyn Visitor) -> Result<(), Error> {
+        let h = self.header.expect("header parsed");
+        self.left = u64::from(h.filesize);
+        if self.left == 0 {
+            return self.end_data(v);
+        }
+        Ok(())
+    }
+
+    fn end_data(&mut self, v: &mut dyn Visitor) -> Result<(), Error> {
+        let h = self.header.expect("header parsed");
+        if h.format == Format::Crc
+            && h.file_type() == FileType::Regular
+            && !self.is_trailer
+            && self.sum != h.check
+        {
+            return Err(self.error(
+                self.entry_off,
+                format!(
+                    "bad data checksum for '{}': header says {:#010x}, data sums to {:#010x}",
+                    self.entry_name(),
+                    h.check,
+                    self.sum
+                ),
+            ));
+        }
+        if self.want_data {
+            v.entry_end()?;
+            self.want_data = false;
+        }
+        self.left = self.data_pad;
+        self.after_skip = if self.is_trailer {
+            State::AfterTrailer
+        } else {
+            State::Header
+        };
+        self.state = if self.left == 0 {
+            self.after_skip
+        } else {
+            State::Skip
+        };
+        Ok(())
+    }
+}
