@@ -60,7 +60,10 @@ impl IndexBuilder {
 
     fn add_value(values: &mut Vec<(u32, Vec<u8>)>, value: &[u8], priority: u32) -> bool {
         let duplicate = values.iter().any(|(_, v)| v == value);
-        let pos = values.iter().position(|(p, _)| *p >= priority).unwrap_or(values.len());
+        let pos = values
+            .iter()
+            .position(|(p, _)| *p >= priority)
+            .unwrap_or(values.len());
         values.insert(pos, (priority, value.to_vec()));
         duplicate
     }
@@ -97,9 +100,16 @@ impl IndexBuilder {
             }
             i += j;
             let Some(&ch) = key.get(i) else {
-                return Ok(Self::add_value(&mut self.nodes[node].values, value, priority));
+                return Ok(Self::add_value(
+                    &mut self.nodes[node].values,
+                    value,
+                    priority,
+                ));
             };
-            match self.nodes[node].children.binary_search_by_key(&ch, |(c, _)| *c) {
+            match self.nodes[node]
+                .children
+                .binary_search_by_key(&ch, |(c, _)| *c)
+            {
                 Ok(pos) => {
                     node = self.nodes[node].children[pos].1;
                     i += 1;

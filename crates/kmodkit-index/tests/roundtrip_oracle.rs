@@ -8,20 +8,28 @@ use kmodkit_index::writer::IndexBuilder;
 use kmodkit_index::Index;
 
 fn fixture_root() -> PathBuf {
-    let cache = std::env::var_os("KMODKIT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
-        base.join("kmodkit")
-    });
+    let cache = std::env::var_os("KMODKIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+                });
+            base.join("kmodkit")
+        });
     cache.join("root")
 }
 
 #[test]
 fn rebuilding_kmod_indexes_gives_identical_bytes() {
     let root = fixture_root();
-    let list = std::fs::read_to_string(root.join("kernels.list"))
-        .unwrap_or_else(|e| panic!("{}/kernels.list: {e}; run scripts/fixtures first", root.display()));
+    let list = std::fs::read_to_string(root.join("kernels.list")).unwrap_or_else(|e| {
+        panic!(
+            "{}/kernels.list: {e}; run scripts/fixtures first",
+            root.display()
+        )
+    });
     let mut checked = 0;
     for kver in list.lines().filter_map(|l| l.split_whitespace().next()) {
         for name in [
@@ -32,7 +40,8 @@ fn rebuilding_kmod_indexes_gives_identical_bytes() {
             "modules.builtin.alias.bin",
         ] {
             let path = root.join("lib/modules").join(kver).join(name);
-            let original = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let original =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let index = Index::from_bytes(&path, original.clone()).unwrap();
             let mut builder = IndexBuilder::new();
             let mut values = 0;
@@ -45,7 +54,13 @@ fn rebuilding_kmod_indexes_gives_identical_bytes() {
             }
             assert!(values > 0, "{}: empty index", path.display());
             let rebuilt = builder.to_bytes();
-            assert!(rebuilt == original, "{}: rebuilt index differs ({} vs {} bytes)", path.display(), rebuilt.len(), original.len());
+            assert!(
+                rebuilt == original,
+                "{}: rebuilt index differs ({} vs {} bytes)",
+                path.display(),
+                rebuilt.len(),
+                original.len()
+            );
             checked += 1;
         }
     }
