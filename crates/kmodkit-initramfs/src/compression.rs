@@ -184,7 +184,7 @@ const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
 const LZ4_BLOCK: usize = 8 << 20;
 
 fn lz4_compress_bound(n: usize) -> usize {
-    n + n / 255 + 16
+    lz4_flex::block::get_maximum_output_size(n)
 }
 
 struct Lz4LegacyDecoder<R> {

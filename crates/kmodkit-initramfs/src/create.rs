@@ -100,7 +100,7 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<SourceEntry>, Error> {
     let mut out = Vec::new();
     let meta = fs::metadata(dir).map_err(|e| Error::Input {
         path: dir.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     if !meta.is_dir() {
         return Err(invalid(format!("{}: not a directory", dir.display())));
@@ -112,7 +112,7 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<SourceEntry>, Error> {
 fn scan(dir: &Path, rel: &mut Vec<u8>, out: &mut Vec<SourceEntry>) -> Result<(), Error> {
     let input = |path: &Path, e: io::Error| Error::Input {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     };
     let rd = fs::read_dir(dir).map_err(|e| input(dir, e))?;
     for ent in rd {
@@ -218,7 +218,7 @@ pub fn parse_manifest(text: &str, manifest: &Path) -> Result<Vec<SourceEntry>, E
                 };
                 let m = fs::metadata(&loc).map_err(|err| Error::Input {
                     path: loc.clone(),
-                    source: err,
+                    cause: err,
                 })?;
                 if !m.is_file() {
                     return Err(bad("location is not a regular file"));
@@ -465,7 +465,7 @@ pub fn write_cpio(
         if let Some(src) = &e.source {
             let f = fs::File::open(src).map_err(|err| Error::Input {
                 path: src.clone(),
-                source: err,
+                cause: err,
             })?;
             if format == Format::Crc {
                 let mut sum = 0u32;
@@ -474,7 +474,7 @@ pub fn write_cpio(
                 loop {
                     let n = r.read(&mut buf).map_err(|err| Error::Input {
                         path: src.clone(),
-                        source: err,
+                        cause: err,
                     })?;
                     if n == 0 {
                         break;
@@ -501,7 +501,7 @@ pub fn write_cpio(
                 let n = std::os::unix::fs::FileExt::read_at(&f, &mut buf[..want], at).map_err(
                     |err| Error::Input {
                         path: src.clone(),
-                        source: err,
+                        cause: err,
                     },
                 )?;
                 if n == 0 {
@@ -545,7 +545,7 @@ pub fn write_cpio(
 fn changed(src: &Path) -> Error {
     Error::Input {
         path: src.to_path_buf(),
-        source: io::Error::other("file changed size while it was being archived"),
+        cause: io::Error::other("file changed size while it was being archived"),
     }
 }
 

@@ -9,12 +9,8 @@ use crate::compression::Compression;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The image could not be read (I/O).
-    #[error("{image}: cannot read: {source}")]
-    Read {
-        image: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{image}: cannot read: {cause}")]
+    Read { image: String, cause: io::Error },
     /// Bytes that start neither a cpio archive, nor a known compressed
     /// stream, nor zero padding.
     #[error("{image}: byte {offset}: {problem}")]
@@ -24,14 +20,13 @@ pub enum Error {
         problem: String,
     },
     /// A compressed stream is corrupt or truncated.
-    #[error("{image}: segment {segment} ({compression} stream at byte {segment_offset}): {source} (the compressed data is corrupt or truncated)")]
+    #[error("{image}: segment {segment} ({compression} stream at byte {segment_offset}): {cause} (the compressed data is corrupt or truncated)")]
     Decompress {
         image: String,
         segment: usize,
         segment_offset: u64,
         compression: Compression,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The cpio data of a segment is malformed or truncated.
     #[error("{image}: {location}: {problem}")]
@@ -62,19 +57,11 @@ pub enum Error {
         problem: String,
     },
     /// Writing output failed.
-    #[error("{path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Write { path: PathBuf, cause: io::Error },
     /// Reading an input file (create) failed.
-    #[error("{path}: {source}")]
-    Input {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Input { path: PathBuf, cause: io::Error },
     /// A manifest line or an option is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -86,10 +73,10 @@ pub enum Error {
 
 impl Error {
     /// A write error on `path`.
-    pub fn write(path: impl Into<PathBuf>, source: io::Error) -> Error {
+    pub fn write(path: impl Into<PathBuf>, cause: io::Error) -> Error {
         Error::Write {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

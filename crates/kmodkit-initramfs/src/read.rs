@@ -62,7 +62,7 @@ impl ImageSource for &[u8] {
 /// An image to read: a name for messages, its bytes and its length.
 pub struct Image<'a> {
     name: String,
-    source: Box<dyn ImageSource + 'a>,
+    cause: Box<dyn ImageSource + 'a>,
     len: u64,
 }
 
@@ -70,20 +70,20 @@ impl<'a> Image<'a> {
     /// Opens an image file.
     pub fn open(path: &Path) -> Result<Image<'static>, Error> {
         let name = path.display().to_string();
-        let file = File::open(path).map_err(|source| Error::Read {
+        let file = File::open(path).map_err(|cause| Error::Read {
             image: name.clone(),
-            source,
+            cause,
         })?;
         let len = file
             .metadata()
-            .map_err(|source| Error::Read {
+            .map_err(|cause| Error::Read {
                 image: name.clone(),
-                source,
+                cause,
             })?
             .len();
         Ok(Image {
             name,
-            source: Box::new(file),
+            cause: Box::new(file),
             len,
         })
     }
@@ -93,7 +93,7 @@ impl<'a> Image<'a> {
         Image {
             name: name.into(),
             len: bytes.len() as u64,
-            source: Box::new(bytes),
+            cause: Box::new(bytes),
         }
     }
 
@@ -112,7 +112,7 @@ impl<'a> Image<'a> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            match self.source.read_at(&mut buf[done..], offset + done as u64) {
+            match self.cause.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -122,10 +122,10 @@ impl<'a> Image<'a> {
         Ok(done)
     }
 
-    fn read_error(&self, source: io::Error) -> Error {
+    fn read_error(&self, cause: io::Error) -> Error {
         Error::Read {
             image: self.name.clone(),
-            source,
+            cause,
         }
     }
 }
@@ -470,12 +470,12 @@ fn produce(
         } else {
             let mut reader = SourceReader::new(image, pos, progress);
             {
-                let decode_error = |source: io::Error| Error::Decompress {
+                let decode_error = |cause: io::Error| Error::Decompress {
                     image: image.name.clone(),
                     segment: index,
                     segment_offset: pos,
                     compression,
-                    source,
+                    cause,
                 };
                 let mut dec =
                     compression::decoder(compression, &mut reader).map_err(decode_error)?;
