@@ -89,6 +89,9 @@ pub fn extract(
         links: HashMap::new(),
         dirs: Vec::new(),
         current: None,
+        euid: rustix::process::geteuid().as_raw(),
+        egid: rustix::process::getegid().as_raw(),
+        umask: process_umask(),
         report: ExtractReport::default(),
     };
     let segments = read::read_image(image, read_opts, progress, &mut x)?;
@@ -99,6 +102,8 @@ pub fn extract(
 
 struct OpenFile {
     file: File,
+    /// Opened an existing file (its old mode stays unless set).
+    existed: bool,
     path: PathBuf,
     header: Header,
 }
@@ -116,6 +121,24 @@ struct Extractor<'f> {
     dirs: Vec<(PathBuf, u32, u32, u32, u32)>,
     current: Option<OpenFile>,
     report: ExtractReport,
+    euid: u32,
+    egid: u32,
+    /// The process umask (bits open() and mkdir() take away).
+    umask: u32,
+}
+
+/// The umask, read from /proc/self/status (reading it with umask(2)
+/// would change it); when unknown, assume every bit is masked so modes
+/// are always set explicitly.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o7777)
 }
 
 /// The name as relative components; `None` for the root itself.
@@ -274,8 +297,13 @@ impl Extractor<'_> {
         }
     }
 
+    /// Whether a file this process creates needs a chown to get `h`'s owner.
+    fn needs_chown(&self, h: &Header) -> bool {
+        self.opts.preserve_owner && (h.uid != self.euid || h.gid != self.egid)
+    }
+
     fn set_owner_at(&self, path: &Path, h: &Header) -> Result<(), Error> {
-        if self.opts.preserve_owner {
+        if self.needs_chown(h) {
             rustix::fs::chownat(
                 CWD,
                 path,
@@ -288,23 +316,37 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn open_regular(&mut self, path: &Path, h: &Header, linked: bool) -> Result<File, Error> {
-        let open = |truncate: bool| {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(truncate)
-                .mode(h.mode & 0o7777)
-                .custom_flags(libc_o_nofollow())
-                .open(path)
-        };
-        match open(!linked) {
-            Ok(f) => Ok(f),
-            Err(_) => {
-                // A symlink, directory or other node is in the way.
-                self.clean(path, Some(FileType::Regular))?;
-                open(true).map_err(|e| Error::write(path, e))
+    /// Opens the file for writing; also says whether it existed before.
+    fn open_regular(&mut self, path: &Path, h: &Header, linked: bool) -> Result<(File, bool), Error> {
+        let open = |exclusive: bool, truncate: bool| {
+            let mut o = OpenOptions::new();
+            o.write(true).mode(h.mode & 0o7777).custom_flags(libc_o_nofollow());
+            if exclusive {
+                o.create_new(true);
+            } else {
+                o.create(true).truncate(truncate);
             }
+            o.open(path)
+        };
+        if linked {
+            return match open(false, false) {
+                Ok(f) => Ok((f, true)),
+                Err(_) => {
+                    self.clean(path, Some(FileType::Regular))?;
+                    open(false, true).map(|f| (f, true)).map_err(|e| Error::write(path, e))
+                }
+            };
+        }
+        // Fresh name first (the common case); otherwise the kernel's
+        // clean_path(): replace anything that is not a regular file, then
+        // truncate.
+        match open(true, true) {
+            Ok(f) => Ok((f, false)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.clean(path, Some(FileType::Regular))?;
+                open(false, true).map(|f| (f, true)).map_err(|e| Error::write(path, e))
+            }
+            Err(e) => Err(Error::write(path, e)),
         }
     }
 
@@ -314,9 +356,13 @@ impl Extractor<'_> {
         };
         let h = f.header;
         let fd = &f.file;
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(h.mode & 0o7777))
-            .map_err(|e| Error::write(&f.path, errno(e)))?;
-        if self.opts.preserve_owner {
+        // open() applied the mode less the umask; only fix it up when the
+        // umask took bits away (or the file existed already).
+        if h.mode & 0o7777 & self.umask != 0 || f.existed {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(h.mode & 0o7777))
+                .map_err(|e| Error::write(&f.path, errno(e)))?;
+        }
+        if self.needs_chown(&h) {
             rustix::fs::fchown(
                 fd,
                 Some(rustix::fs::Uid::from_raw(h.uid)),
@@ -337,7 +383,13 @@ impl Extractor<'_> {
         // Deepest first, as the kernel's dir_utime() (reverse of creation).
         let dirs = std::mem::take(&mut self.dirs);
         for (path, mode, uid, gid, mtime) in dirs.into_iter().rev() {
-            if self.opts.preserve_owner {
+            // The directory may have been replaced by a later entry.
+            let m = match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => m,
+                _ => continue,
+            };
+            use std::os::unix::fs::MetadataExt;
+            if self.opts.preserve_owner && (m.uid() != uid || m.gid() != gid) {
                 rustix::fs::chownat(
                     CWD,
                     &path,
@@ -347,18 +399,15 @@ impl Extractor<'_> {
                 )
                 .map_err(|e| Error::write(&path, errno(e)))?;
             }
-            // The directory may have been replaced by a later entry.
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
-                _ => continue,
+            if m.mode() & 0o7777 != mode & 0o7777 {
+                rustix::fs::chmodat(
+                    CWD,
+                    &path,
+                    Mode::from_raw_mode(mode & 0o7777),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| Error::write(&path, errno(e)))?;
             }
-            rustix::fs::chmodat(
-                CWD,
-                &path,
-                Mode::from_raw_mode(mode & 0o7777),
-                AtFlags::empty(),
-            )
-            .map_err(|e| Error::write(&path, errno(e)))?;
             rustix::fs::utimensat(CWD, &path, &ts(mtime), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| Error::write(&path, errno(e)))?;
         }
@@ -390,7 +439,7 @@ impl Visitor for Extractor<'_> {
         match e.file_type() {
             FileType::Regular => {
                 let linked = self.maybe_link(&h, &path)?;
-                let file = self.open_regular(&path, &h, linked)?;
+                let (file, existed) = self.open_regular(&path, &h, linked)?;
                 if linked {
                     // Opened without O_TRUNC: the kernel sizes the shared
                     // inode to this entry's data.
@@ -398,6 +447,7 @@ impl Visitor for Extractor<'_> {
                         .map_err(|err| Error::write(&path, err))?;
                 }
                 self.current = Some(OpenFile {
+                    existed,
                     file,
                     path,
                     header: h,
@@ -405,10 +455,17 @@ impl Visitor for Extractor<'_> {
                 return Ok(true);
             }
             FileType::Directory => {
-                self.clean(&path, Some(FileType::Directory))?;
+                // Try first: in a fresh directory nothing is in the way.
                 match fs::create_dir(&path) {
                     Ok(()) => {}
-                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                        self.clean(&path, Some(FileType::Directory))?;
+                        match fs::create_dir(&path) {
+                            Ok(()) => {}
+                            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                            Err(err) => return Err(Error::write(&path, err)),
+                        }
+                    }
                     Err(err) => return Err(Error::write(&path, err)),
                 }
                 self.dirs_ok.insert(rel);
@@ -416,9 +473,14 @@ impl Visitor for Extractor<'_> {
             }
             FileType::Symlink => {
                 let target = OsStr::from_bytes(e.link_target.unwrap_or_default());
-                self.clean(&path, None)?;
-                std::os::unix::fs::symlink(target, &path)
-                    .map_err(|err| Error::write(&path, err))?;
+                if let Err(err) = std::os::unix::fs::symlink(target, &path) {
+                    if err.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(Error::write(&path, err));
+                    }
+                    self.clean(&path, None)?;
+                    std::os::unix::fs::symlink(target, &path)
+                        .map_err(|err| Error::write(&path, err))?;
+                }
                 self.set_owner_at(&path, &h)?;
                 rustix::fs::utimensat(CWD, &path, &ts(h.mtime), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|err| Error::write(&path, errno(err)))?;
