@@ -196,3 +196,111 @@ impl ModuleCache {
         std::fs::rename(&tmp, &self.file)
     }
 }
+
+const OUTPUT_MAGIC: &[u8; 8] = b"KMKDEPO1";
+
+/// The index files of the last run, kept beside the module cache and
+/// reused when a [`crate::tree::TreeScan::fingerprint`] matches: an
+/// unchanged tree is re-indexed by writing these bytes, without reading a
+/// single module.
+///
+/// Format: magic `KMKDEPO1`, u64 fingerprint, u32 diagnostic count,
+/// (severity, text) strings, u32 file count, (name, u8 text flag, u64
+/// length, bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedOutput {
+    pub files: Vec<crate::output::OutputFile>,
+    /// (severity, message) as printed by the run that produced the files.
+    pub diagnostics: Vec<(String, String)>,
+}
+
+fn output_path(cache_dir: &Path, module_dir: &str) -> PathBuf {
+    cache_dir.join(format!("{:016x}.depmod-out", fnv1a(module_dir)))
+}
+
+/// Index file names kmodkit writes, to map cached names back to statics.
+const OUTPUT_NAMES: [&str; 10] = [
+    "modules.dep",
+    "modules.dep.bin",
+    "modules.alias",
+    "modules.alias.bin",
+    "modules.softdep",
+    "modules.symbols",
+    "modules.symbols.bin",
+    "modules.builtin.bin",
+    "modules.builtin.alias.bin",
+    "modules.devname",
+];
+
+impl CachedOutput {
+    /// The cached output for this fingerprint, if any.
+    pub fn load(cache_dir: &Path, module_dir: &str, fingerprint: u64) -> Option<CachedOutput> {
+        let data = std::fs::read(output_path(cache_dir, module_dir)).ok()?;
+        let mut r = Reader {
+            data: &data,
+            pos: 0,
+        };
+        if r.bytes(8)? != OUTPUT_MAGIC || r.u64()? != fingerprint {
+            return None;
+        }
+        let mut diagnostics = Vec::new();
+        for _ in 0..r.u32()? {
+            diagnostics.push((r.string()?, r.string()?));
+        }
+        let mut files = Vec::new();
+        for _ in 0..r.u32()? {
+            let name = r.string()?;
+            let name = *OUTPUT_NAMES.iter().find(|n| **n == name)?;
+            let text = r.u8()? != 0;
+            let len = usize::try_from(r.u64()?).ok()?;
+            let contents = r.bytes(len)?.to_vec();
+            files.push(crate::output::OutputFile {
+                name,
+                contents,
+                text,
+            });
+        }
+        Some(CachedOutput { files, diagnostics })
+    }
+
+    /// Stores the output of a run (atomically).
+    pub fn store(
+        &self,
+        cache_dir: &Path,
+        module_dir: &str,
+        fingerprint: u64,
+    ) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(
+            self.files
+                .iter()
+                .map(|f| f.contents.len() + 64)
+                .sum::<usize>()
+                + 64,
+        );
+        out.extend_from_slice(OUTPUT_MAGIC);
+        out.extend_from_slice(&fingerprint.to_le_bytes());
+        out.extend_from_slice(&(self.diagnostics.len() as u32).to_le_bytes());
+        for (sev, msg) in &self.diagnostics {
+            put_str(&mut out, sev);
+            put_str(&mut out, msg);
+        }
+        out.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
+        for f in &self.files {
+            put_str(&mut out, f.name);
+            out.push(u8::from(f.text));
+            out.extend_from_slice(&(f.contents.len() as u64).to_le_bytes());
+            out.extend_from_slice(&f.contents);
+        }
+        write_atomically(&output_path(cache_dir, module_dir), &out)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -234,7 +234,7 @@ mod tests {
         let mut cfg = DepmodConfig::default();
         cfg.parse_text(
             Path::new("t.conf"),
-            "# comment\nsearch updates extra built-in weak-updates\noverride mlx4_core 6.1.* updates/mlnx\noverride x 5\\..* extra\nexternal * /opt/drivers\nexclude test \\\n  staging\nbogus line\n",
+            "# comment\nsearch updates extra built-in weak-updates\noverride mlx4_core 6.1.* updates/mlnx\noverride x ^5\\..* extra\nexternal * /opt/drivers\nexclude test \\\n  staging\nbogus line\n",
             "6.1.0-56-amd64",
         );
         assert_eq!(

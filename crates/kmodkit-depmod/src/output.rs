@@ -4,6 +4,7 @@
 
 use kmodkit_index::lookup::normalize_alias;
 use kmodkit_index::writer::IndexBuilder;
+use rayon::prelude::*;
 
 use crate::kmod_hash;
 use crate::tree::ModuleTree;
@@ -18,32 +19,65 @@ pub struct OutputFile {
     pub text: bool,
 }
 
-/// Every file, in the order kmod writes them.
+/// Every file, in the order kmod writes them, rendered in parallel.
 pub fn render_all(tree: &ModuleTree) -> Result<(Vec<OutputFile>, Vec<String>), DepmodError> {
-    let mut warnings = Vec::new();
+    type Rendered = Result<(Option<OutputFile>, Vec<String>), DepmodError>;
     let dep_lines = dependency_lines(tree);
-    let files = vec![
-        text("modules.dep", render_deps(&dep_lines)),
-        bin("modules.dep.bin", render_deps_bin(tree, &dep_lines)?),
-        text("modules.alias", render_aliases(tree)),
-        bin(
-            "modules.alias.bin",
-            render_aliases_bin(tree, &mut warnings)?,
-        ),
-        text("modules.softdep", render_softdeps(tree)),
-        text("modules.symbols", render_symbols(tree)),
-        bin("modules.symbols.bin", render_symbols_bin(tree)?),
-        bin(
-            "modules.builtin.bin",
-            render_builtin_bin(tree, &mut warnings)?,
-        ),
-        bin(
-            "modules.builtin.alias.bin",
-            render_builtin_alias_bin(tree, &mut warnings)?,
-        ),
-        text("modules.devname", render_devname(tree, &mut warnings)),
+    let jobs: Vec<Box<dyn Fn() -> Rendered + Sync + '_>> = vec![
+        Box::new(|| Ok((text("modules.dep", render_deps(&dep_lines)), vec![]))),
+        Box::new(|| {
+            Ok((
+                bin("modules.dep.bin", render_deps_bin(tree, &dep_lines)?),
+                vec![],
+            ))
+        }),
+        Box::new(|| Ok((text("modules.alias", render_aliases(tree)), vec![]))),
+        Box::new(|| {
+            let mut w = Vec::new();
+            Ok((
+                bin("modules.alias.bin", render_aliases_bin(tree, &mut w)?),
+                w,
+            ))
+        }),
+        Box::new(|| Ok((text("modules.softdep", render_softdeps(tree)), vec![]))),
+        Box::new(|| Ok((text("modules.symbols", render_symbols(tree)), vec![]))),
+        Box::new(|| {
+            Ok((
+                bin("modules.symbols.bin", render_symbols_bin(tree)?),
+                vec![],
+            ))
+        }),
+        Box::new(|| {
+            let mut w = Vec::new();
+            Ok((
+                bin("modules.builtin.bin", render_builtin_bin(tree, &mut w)?),
+                w,
+            ))
+        }),
+        Box::new(|| {
+            let mut w = Vec::new();
+            Ok((
+                bin(
+                    "modules.builtin.alias.bin",
+                    render_builtin_alias_bin(tree, &mut w)?,
+                ),
+                w,
+            ))
+        }),
+        Box::new(|| {
+            let mut w = Vec::new();
+            Ok((text("modules.devname", render_devname(tree, &mut w)), w))
+        }),
     ];
-    Ok((files.into_iter().flatten().collect(), warnings))
+    let rendered: Vec<Rendered> = jobs.par_iter().map(|job| job()).collect();
+    let mut files = Vec::new();
+    let mut warnings = Vec::new();
+    for r in rendered {
+        let (file, w) = r?;
+        files.extend(file);
+        warnings.extend(w);
+    }
+    Ok((files, warnings))
 }
 
 fn text(name: &'static str, contents: Vec<u8>) -> Option<OutputFile> {
@@ -66,7 +100,7 @@ fn bin(name: &'static str, contents: Option<Vec<u8>>) -> Option<OutputFile> {
 /// `path: dep dep ...` for every module, in array order.
 fn dependency_lines(tree: &ModuleTree) -> Vec<String> {
     tree.modules
-        .iter()
+        .par_iter()
         .enumerate()
         .map(|(i, m)| {
             let mut line = String::with_capacity(128);

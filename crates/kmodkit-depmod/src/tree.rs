@@ -191,7 +191,75 @@ pub struct ModuleTree {
     by_name: HashMap<String, usize>,
 }
 
+/// The result of [`ModuleTree::scan`]: which files will be indexed, in
+/// kmod's array order, with their on-disk identities.
+#[derive(Debug)]
+pub struct TreeScan {
+    pub options: TreeOptions,
+    pub dir: String,
+    pub config: DepmodConfig,
+    found: Vec<Found>,
+    keys: Vec<CacheKey>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl TreeScan {
+    /// Number of module files found.
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// A digest of everything the index files depend on: options, the
+    /// configuration, the kernel symbol file, the tree's metadata files and
+    /// every module file's path and identity (size, mtime, inode, device).
+    /// Equal fingerprints mean equal output.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let o = &self.options;
+        (
+            &self.dir,
+            &o.kernel_release,
+            o.symbol_prefix,
+            o.report_unresolved,
+        )
+            .hash(&mut h);
+        format!("{:?}", o.kernel_symbols).hash(&mut h);
+        let file_key = |p: &Path| {
+            CacheKey::of(p)
+                .ok()
+                .map(|k| (k.size, k.mtime_ns, k.inode, k.dev))
+        };
+        match &o.kernel_symbols {
+            Some(KernelSymbols::Symvers(p)) | Some(KernelSymbols::SystemMap(p)) => {
+                file_key(p).hash(&mut h)
+            }
+            None => {}
+        }
+        format!("{:?}", self.config).hash(&mut h);
+        for f in [
+            "modules.order",
+            "modules.builtin",
+            "modules.builtin.modinfo",
+        ] {
+            file_key(&Path::new(&self.dir).join(f)).hash(&mut h);
+        }
+        for (f, k) in self.found.iter().zip(&self.keys) {
+            (
+                &f.path, &f.relpath, &f.name, k.size, k.mtime_ns, k.inode, k.dev,
+            )
+                .hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
 /// A candidate module found while scanning.
+#[derive(Debug)]
 struct Found {
     name: String,
     path: String,
@@ -238,6 +306,12 @@ fn is_module_file(name: &str) -> bool {
 impl ModuleTree {
     /// Scans, loads and resolves a module tree.
     pub fn load(options: TreeOptions) -> Result<ModuleTree, DepmodError> {
+        Self::from_scan(Self::scan(options)?)
+    }
+
+    /// Finds the module files (step 1 and 2) and their identities, without
+    /// reading any module.
+    pub fn scan(options: TreeOptions) -> Result<TreeScan, DepmodError> {
         let dir = options.module_dir();
         let meta = std::fs::metadata(&dir).map_err(|source| DepmodError::MissingTree {
             dir: PathBuf::from(&dir),
@@ -249,6 +323,7 @@ impl ModuleTree {
                 source: std::io::Error::other("not a directory"),
             });
         }
+        let t0 = std::time::Instant::now();
         let scanning = options.modules.is_empty();
         let config = if scanning {
             DepmodConfig::load(&options.config_paths, &options.kernel_release)?
@@ -261,14 +336,42 @@ impl ModuleTree {
             .cloned()
             .map(Diagnostic::Error)
             .collect();
-
         let found = if scanning {
             Scanner::new(&dir, &config).scan(&mut diagnostics)?
         } else {
             explicit_modules(&dir, &options.modules)?
         };
         let found = order_modules(&dir, found, &mut diagnostics);
+        let keys = found
+            .par_iter()
+            .map(|f| {
+                CacheKey::of(Path::new(&f.path)).map_err(|source| DepmodError::Io {
+                    path: PathBuf::from(&f.path),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        profile("scan and order", t0);
+        Ok(TreeScan {
+            options,
+            dir,
+            config,
+            found,
+            keys,
+            diagnostics,
+        })
+    }
 
+    /// Reads the scanned modules and resolves symbols and dependencies.
+    pub fn from_scan(scan: TreeScan) -> Result<ModuleTree, DepmodError> {
+        let TreeScan {
+            options,
+            dir,
+            config,
+            found,
+            keys,
+            diagnostics,
+        } = scan;
         let mut tree = ModuleTree {
             dir,
             config,
@@ -278,7 +381,9 @@ impl ModuleTree {
             by_name: HashMap::new(),
             options,
         };
-        let records = tree.load_records(&found)?;
+        let t = std::time::Instant::now();
+        let records = tree.load_records(&found, &keys)?;
+        profile("load records", t);
         tree.modules = found
             .into_iter()
             .zip(records)
@@ -297,63 +402,44 @@ impl ModuleTree {
             .enumerate()
             .map(|(i, m)| (m.name.clone(), i))
             .collect();
+        let t = std::time::Instant::now();
         tree.load_kernel_symbols()?;
         tree.resolve();
         tree.sort_dependencies()?;
+        profile("resolve and sort", t);
         Ok(tree)
     }
 
     /// Parses every module (in parallel), reusing cached records for files
     /// whose path, size, mtime and inode are unchanged.
-    fn load_records(&self, found: &[Found]) -> Result<Vec<ModuleRecord>, DepmodError> {
+    fn load_records(
+        &self,
+        found: &[Found],
+        keys: &[CacheKey],
+    ) -> Result<Vec<ModuleRecord>, DepmodError> {
         let cache = self
             .options
             .cache
             .as_ref()
             .map(|dir| ModuleCache::open(dir, &self.dir));
         let limit = self.options.decompress_limit;
-        let results: Vec<Result<(ModuleRecord, Option<CacheKey>, bool), DepmodError>> = found
+        // Largest files first, so one big module (amdgpu) does not finish
+        // alone on one core at the end; results go back in array order.
+        let mut schedule: Vec<usize> = (0..found.len()).collect();
+        schedule.sort_by_key(|&i| std::cmp::Reverse(keys[i].size));
+        let mut scheduled: Vec<(usize, Result<(ModuleRecord, bool), DepmodError>)> = schedule
             .par_iter()
-            .map(|f| {
-                let key = CacheKey::of(Path::new(&f.path)).map_err(|source| DepmodError::Io {
-                    path: PathBuf::from(&f.path),
-                    source,
-                })?;
-                if let Some(rec) = cache.as_ref().and_then(|c| c.get(&f.path, &key)) {
-                    return Ok((rec, Some(key), false));
-                }
-                let (_, module) = kmodkit_module::ModuleFile::open_with_limit(&f.path, limit)
-                    .and_then(|file| file.parse().map(|m| (file, m)))
-                    .map_err(DepmodError::Module)?;
-                let record = ModuleRecord {
-                    exports: module
-                        .depmod_exports
-                        .iter()
-                        .map(|s| (s.name.clone(), s.crc))
-                        .collect(),
-                    info: module
-                        .modinfo
-                        .iter()
-                        .filter(|e| e.key == b"alias" || e.key == b"softdep")
-                        .map(|e| (e.key_str().into_owned(), e.value_str().into_owned()))
-                        .collect(),
-                    needs: module
-                        .dependency_symbols()
-                        .into_iter()
-                        .map(|d| (d.name, d.crc, d.weak))
-                        .collect(),
-                };
-                Ok((record, Some(key), true))
-            })
+            .with_max_len(1)
+            .map(|&i| (i, load_one(cache.as_ref(), &found[i].path, &keys[i], limit)))
             .collect();
+        scheduled.sort_by_key(|(i, _)| *i);
+        let results = scheduled.into_iter().map(|(_, r)| r);
         let mut records = Vec::with_capacity(results.len());
         let mut fresh = Vec::new();
-        for (f, r) in found.iter().zip(results) {
-            let (rec, key, parsed) = r?;
-            if parsed {
-                if let Some(key) = key {
-                    fresh.push((f.path.clone(), key, rec.clone()));
-                }
+        for ((f, r), key) in found.iter().zip(results).zip(keys) {
+            let (rec, parsed) = r?;
+            if parsed && cache.is_some() {
+                fresh.push((f.path.clone(), *key, rec.clone()));
             }
             records.push(rec);
         }
@@ -619,13 +705,67 @@ impl ModuleTree {
     }
 }
 
+/// One module's record: from the cache when its identity is unchanged,
+/// else parsed (true in the second field).
+fn load_one(
+    cache: Option<&ModuleCache>,
+    path: &str,
+    key: &CacheKey,
+    limit: u64,
+) -> Result<(ModuleRecord, bool), DepmodError> {
+    if let Some(rec) = cache.and_then(|c| c.get(path, key)) {
+        return Ok((rec, false));
+    }
+    let module = kmodkit_module::read_module_mapped(path, limit).map_err(DepmodError::Module)?;
+    let record = ModuleRecord {
+        exports: module
+            .depmod_exports
+            .iter()
+            .map(|s| (s.name.clone(), s.crc))
+            .collect(),
+        info: module
+            .modinfo
+            .iter()
+            .filter(|e| e.key == b"alias" || e.key == b"softdep")
+            .map(|e| (e.key_str().into_owned(), e.value_str().into_owned()))
+            .collect(),
+        needs: module
+            .dependency_symbols()
+            .into_iter()
+            .map(|d| (d.name, d.crc, d.weak))
+            .collect(),
+    };
+    Ok((record, true))
+}
+
+/// With `KMODKIT_PROFILE` set, prints how long a step took (stderr).
+pub fn profile(step: &str, since: std::time::Instant) {
+    if std::env::var_os("KMODKIT_PROFILE").is_some() {
+        eprintln!(
+            "profile: {step}: {:.1} ms",
+            since.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// Reads a symbol file; a compressed one (RHEL's `/boot/symvers-K.gz`,
+/// `symvers.xz`) is expanded first.
 fn read_text(path: &Path) -> Result<String, DepmodError> {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|source| DepmodError::Io {
+    use kmodkit_module::compression::{decompress, Compression, DEFAULT_LIMIT};
+    let bytes = std::fs::read(path).map_err(|source| DepmodError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let format = Compression::detect(&bytes);
+    let bytes = if format == Compression::None {
+        bytes
+    } else {
+        decompress(format, &bytes, DEFAULT_LIMIT).map_err(|e| DepmodError::Io {
             path: path.to_path_buf(),
-            source,
-        })
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?
+    };
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `strtoull(s, &end, 16)` requiring the whole token to be consumed.

@@ -67,6 +67,61 @@ pub const DEFAULT_LIMIT: u64 = 1 << 30;
 /// (`scripts/Makefile.modinst`) far less.
 const XZ_MIN_MEMLIMIT: u64 = 128 << 20;
 
+/// The uncompressed size a stream declares, if its format records one:
+/// the xz index (single stream), the zstd frame header, the gzip trailer
+/// (modulo 2^32).
+pub fn expected_size(format: Compression, bytes: &[u8]) -> Option<u64> {
+    match format {
+        Compression::None => Some(bytes.len() as u64),
+        Compression::Gzip => {
+            let t = bytes.get(bytes.len().checked_sub(4)?..)?;
+            Some(u64::from(u32::from_le_bytes([t[0], t[1], t[2], t[3]])))
+        }
+        Compression::Zstd => zstd::zstd_safe::get_frame_content_size(bytes)
+            .ok()
+            .flatten(),
+        Compression::Xz => xz_uncompressed_size(bytes),
+    }
+}
+
+/// Sums the uncompressed sizes in the index of a single xz stream
+/// (xz file format 1.2: footer = CRC32, backward size, flags, "YZ").
+fn xz_uncompressed_size(bytes: &[u8]) -> Option<u64> {
+    let footer = bytes.get(bytes.len().checked_sub(12)?..)?;
+    if &footer[10..12] != b"YZ" {
+        return None;
+    }
+    let backward = (u64::from(u32::from_le_bytes([
+        footer[4], footer[5], footer[6], footer[7],
+    ])) + 1)
+        * 4;
+    let start = (bytes.len() as u64).checked_sub(12 + backward)? as usize;
+    let index = bytes.get(start..bytes.len() - 12)?;
+    let mut pos = 1usize; // index indicator 0x00
+    if index.first() != Some(&0) {
+        return None;
+    }
+    let mut varint = || -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..63).step_by(7) {
+            let b = *index.get(pos)?;
+            pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    let records = varint()?;
+    let mut total = 0u64;
+    for _ in 0..records.min(1 << 20) {
+        let _unpadded = varint()?;
+        total = total.checked_add(varint()?)?;
+    }
+    Some(total)
+}
+
 /// Expands `bytes` (in `format`) into a new buffer, at most `limit` bytes.
 pub fn decompress(
     format: Compression,
@@ -77,7 +132,14 @@ pub fn decompress(
         format,
         detail: e.to_string(),
     };
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(3).min(limit as usize));
+    // The exact size when the container records it, so the output buffer
+    // is allocated once (no regrowth copies); a hint only, never trusted
+    // beyond the limit.
+    let capacity = expected_size(format, bytes)
+        .unwrap_or(bytes.len() as u64 * 3)
+        .min(limit)
+        .saturating_add(1);
+    let mut out = Vec::with_capacity(capacity as usize);
     let read = match format {
         Compression::None => {
             out.extend_from_slice(bytes);

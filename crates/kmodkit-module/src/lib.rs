@@ -120,6 +120,41 @@ impl ModuleFile {
     }
 }
 
+/// Reads and parses a module file, mapping an uncompressed file into
+/// memory instead of copying it (only the pages holding headers, symbols
+/// and `.modinfo` are touched, as kmod does). Compressed files are
+/// decompressed as by [`ModuleFile::open_with_limit`].
+///
+/// The file must not be truncated by another process while it is read
+/// (the same assumption kmod makes); use [`read_module`] for files that
+/// may change underneath.
+pub fn read_module_mapped(path: impl AsRef<Path>, limit: u64) -> Result<Module, Error> {
+    let path = path.as_ref();
+    let err = |kind: ErrorKind| Error {
+        path: path.to_path_buf(),
+        kind,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(e.into()))?;
+    let len = file.metadata().map_err(|e| err(e.into()))?.len();
+    if len == 0 {
+        return Module::parse(&[]).map_err(|e| err(e.into()));
+    }
+    // SAFETY: the mapping is read-only and private; the documented
+    // precondition is that nobody truncates the file meanwhile.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| err(e.into()))?;
+    let compression = Compression::detect(&map);
+    if compression == Compression::None {
+        return Module::parse(&map).map_err(|e| err(e.into()));
+    }
+    let data = compression::decompress(compression, &map, limit).map_err(|e| err(e.into()))?;
+    Module::parse(&data).map_err(|source| {
+        err(ErrorKind::CompressedNotElf {
+            compression,
+            source,
+        })
+    })
+}
+
 /// Reads and parses a module file in one step.
 pub fn read_module(path: impl AsRef<Path>) -> Result<(ModuleFile, Module), Error> {
     let file = ModuleFile::open(path)?;
@@ -256,11 +291,17 @@ impl Module {
     /// as kmod's `kmod_elf_get_dependency_symbols` lists them.
     pub fn dependency_symbols(&self) -> Vec<DependencySymbol> {
         let mut claimed = vec![false; self.versions.len()];
+        // First entry per name, as kmod's linear search finds it.
+        let mut first: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(self.versions.len());
+        for (i, v) in self.versions.iter().enumerate() {
+            first.entry(v.name.as_str()).or_insert(i);
+        }
         let mut out: Vec<DependencySymbol> = self
             .undefined
             .iter()
             .map(|u| {
-                let found = self.versions.iter().position(|v| v.name == u.name);
+                let found = first.get(u.name.as_str()).copied();
                 if let Some(i) = found {
                     claimed[i] = true;
                 }

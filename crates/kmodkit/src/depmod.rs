@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use kmodkit_depmod::cache::CachedOutput;
 use kmodkit_depmod::tree::make_absolute;
 use kmodkit_depmod::{output, write, KernelSymbols, ModuleTree, TreeOptions};
 
@@ -170,14 +171,39 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
         warn(format_args!("{dir}: completed an interrupted index update"));
     }
 
-    let tree = ModuleTree::load(opts)?;
+    let cache_dir = opts.cache.clone();
+    let scan = ModuleTree::scan(opts)?;
+    // Fast path: an unchanged tree (same fingerprint) gets the files of the
+    // last run without reading any module.
+    let fingerprint = cache_dir.as_ref().map(|_| scan.fingerprint());
+    if let (Some(cdir), Some(fp), false, false) = (&cache_dir, fingerprint, args.verbose, args.warn)
+    {
+        if let Some(cached) = CachedOutput::load(cdir, &dir, fp) {
+            for (sev, msg) in &cached.diagnostics {
+                eprintln!("depmod: {sev}: {msg}");
+            }
+            return emit(
+                args,
+                dir_path,
+                &cached.files,
+                scan.len(),
+                started,
+                &dir,
+                &kver,
+                &cached.diagnostics,
+            );
+        }
+    }
+    let tree = ModuleTree::from_scan(scan)?;
     for d in &tree.diagnostics {
         eprintln!("depmod: {}: {d}", d.severity());
     }
     if args.verbose {
         print_dependencies(&tree)?;
     }
+    let t = Instant::now();
     let (files, warnings) = output::render_all(&tree)?;
+    kmodkit_depmod::tree::profile("render", t);
     for w in &warnings {
         eprintln!("depmod: ERROR: {w}");
     }
@@ -186,6 +212,44 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
             warn(w);
         }
     }
+    let mut diagnostics: Vec<(String, String)> = tree
+        .diagnostics
+        .iter()
+        .map(|d| (d.severity().to_string(), d.to_string()))
+        .collect();
+    diagnostics.extend(warnings.iter().map(|w| ("ERROR".to_string(), w.clone())));
+    if let (Some(cdir), Some(fp)) = (&cache_dir, fingerprint) {
+        let cached = CachedOutput {
+            files: files.clone(),
+            diagnostics: diagnostics.clone(),
+        };
+        // A cache that cannot be written only costs speed next time.
+        let _ = cached.store(cdir, &dir, fp);
+    }
+    emit(
+        args,
+        dir_path,
+        &files,
+        tree.modules.len(),
+        started,
+        &dir,
+        &kver,
+        &diagnostics,
+    )
+}
+
+/// Prints (`-n`) or installs the files, and the JSON summary.
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    args: &DepmodArgs,
+    dir_path: &Path,
+    files: &[output::OutputFile],
+    modules: usize,
+    started: Instant,
+    dir: &str,
+    kver: &str,
+    diagnostics: &[(String, String)],
+) -> Result<bool> {
     if args.show {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
@@ -195,15 +259,16 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
         out.flush()?;
         return Ok(true);
     }
-    write::write_set(dir_path, &files)?;
+    let t = Instant::now();
+    write::write_set(dir_path, files)?;
+    kmodkit_depmod::tree::profile("write", t);
     if args.json {
         let summary = serde_json::json!({
             "module_dir": dir,
             "kernel_release": kver,
-            "modules": tree.modules.len(),
-            "symbols": tree.symbols.len(),
+            "modules": modules,
             "files": files.iter().map(|f| serde_json::json!({"name": f.name, "bytes": f.contents.len()})).collect::<Vec<_>>(),
-            "warnings": tree.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "diagnostics": diagnostics.iter().map(|(s, m)| serde_json::json!({"severity": s, "message": m})).collect::<Vec<_>>(),
             "seconds": started.elapsed().as_secs_f64(),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -31,7 +31,11 @@ fn scratch_tree(fx: &Fixtures, k: &Kernel, root: &Path) -> PathBuf {
     let dir = root.join("lib/modules").join(&k.release);
     std::fs::create_dir_all(&dir).unwrap();
     symlink(fx.module_dir(k).join("kernel"), dir.join("kernel")).unwrap();
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
         std::fs::copy(fx.module_dir(k).join(f), dir.join(f)).unwrap();
     }
     dir
@@ -78,8 +82,16 @@ fn compare_trees(kmod_root: &Path, our_root: &Path, k: &str, extra: &[&str]) -> 
         let y = std::fs::read(our_root.join("lib/modules").join(k).join(f));
         match (x, y) {
             (Ok(x), Ok(y)) if x == y => {}
-            (Ok(x), Ok(y)) => diffs.push(format!("{f}: {} bytes from kmod, {} from kmodkit", x.len(), y.len())),
-            (x, y) => diffs.push(format!("{f}: kmod {:?}, kmodkit {:?}", x.map(|v| v.len()), y.map(|v| v.len()))),
+            (Ok(x), Ok(y)) => diffs.push(format!(
+                "{f}: {} bytes from kmod, {} from kmodkit",
+                x.len(),
+                y.len()
+            )),
+            (x, y) => diffs.push(format!(
+                "{f}: kmod {:?}, kmodkit {:?}",
+                x.map(|v| v.len()),
+                y.map(|v| v.len())
+            )),
         }
     }
     diffs
@@ -123,7 +135,11 @@ fn compare_show_depends(kmod_root: &Path, our_root: &Path, k: &str) -> Vec<Strin
         let ours = run(our_root, &names);
         (t.join().unwrap(), ours)
     });
-    assert!(names.len() > 100, "too few modules to compare: {}", names.len());
+    assert!(
+        names.len() > 100,
+        "too few modules to compare: {}",
+        names.len()
+    );
     names
         .iter()
         .zip(expected.iter().zip(&actual))
@@ -152,7 +168,11 @@ fn full_trees_are_byte_identical_and_modprobe_agrees() {
         eprintln!("{}: full tree, {} file differences", k.release, diffs.len());
         failures.extend(diffs.into_iter().map(|d| format!("{}: {d}", k.release)));
         let sd = compare_show_depends(&a, &b, &k.release);
-        eprintln!("{}: modprobe --show-depends, {} differences", k.release, sd.len());
+        eprintln!(
+            "{}: modprobe --show-depends, {} differences",
+            k.release,
+            sd.len()
+        );
         failures.extend(sd.into_iter().take(5));
         // -n prints the text files to stdout.
         let x = run_kmod(&a, &k.release, &["-n"]);
@@ -168,7 +188,9 @@ fn full_trees_are_byte_identical_and_modprobe_agrees() {
 /// `from` into `dest`, optionally under a new file name.
 fn copy_module(fx: &Fixtures, from: &Kernel, module: &str, dest: &Path, rename: Option<&str>) {
     let src = fx.module_dir(from).join("kernel").join(module);
-    let name = rename.map(str::to_string).unwrap_or_else(|| src.file_name().unwrap().to_string_lossy().into_owned());
+    let name = rename
+        .map(str::to_string)
+        .unwrap_or_else(|| src.file_name().unwrap().to_string_lossy().into_owned());
     std::fs::create_dir_all(dest).unwrap();
     std::fs::copy(&src, dest.join(name)).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
 }
@@ -176,37 +198,118 @@ fn copy_module(fx: &Fixtures, from: &Kernel, module: &str, dest: &Path, rename: 
 /// A tree with out-of-tree modules from another ABI under updates/,
 /// extra/, weak-updates/ (symlinks), an external directory and an excluded
 /// one. Returns the module directory.
-fn out_of_tree_setup(fx: &Fixtures, k: &Kernel, other: &Kernel, root: &Path, external: &Path) -> PathBuf {
+fn out_of_tree_setup(
+    fx: &Fixtures,
+    k: &Kernel,
+    other: &Kernel,
+    root: &Path,
+    external: &Path,
+) -> PathBuf {
     let dir = scratch_tree(fx, k, root);
     let mlx4 = "drivers/net/ethernet/mellanox/mlx4";
     let ipoib = "drivers/infiniband/ulp/ipoib";
     let ibcore = "drivers/infiniband/core";
     // Same names as in-tree modules: priority decides which one is used.
-    copy_module(fx, other, &format!("{mlx4}/mlx4_core.ko"), &dir.join("updates"), None);
-    copy_module(fx, other, &format!("{mlx4}/mlx4_en.ko"), &dir.join("extra/mlnx"), None);
-    copy_module(fx, other, &format!("{mlx4}/mlx4_core.ko"), &dir.join("extra/mlnx"), None);
-    copy_module(fx, other, &format!("{ipoib}/ib_ipoib.ko"), &dir.join("extra"), None);
-    copy_module(fx, other, &format!("{ibcore}/ib_core.ko"), &dir.join("updates/ofed"), None);
+    copy_module(
+        fx,
+        other,
+        &format!("{mlx4}/mlx4_core.ko"),
+        &dir.join("updates"),
+        None,
+    );
+    copy_module(
+        fx,
+        other,
+        &format!("{mlx4}/mlx4_en.ko"),
+        &dir.join("extra/mlnx"),
+        None,
+    );
+    copy_module(
+        fx,
+        other,
+        &format!("{mlx4}/mlx4_core.ko"),
+        &dir.join("extra/mlnx"),
+        None,
+    );
+    copy_module(
+        fx,
+        other,
+        &format!("{ipoib}/ib_ipoib.ko"),
+        &dir.join("extra"),
+        None,
+    );
+    copy_module(
+        fx,
+        other,
+        &format!("{ibcore}/ib_core.ko"),
+        &dir.join("updates/ofed"),
+        None,
+    );
     // New names, absent from modules.order: their order comes from kmod's hash.
-    for (i, m) in ["drivers/net/dummy.ko", "drivers/net/veth.ko", "net/802/stp.ko", "drivers/net/mii.ko"]
-        .iter()
-        .enumerate()
+    for (i, m) in [
+        "drivers/net/dummy.ko",
+        "drivers/net/veth.ko",
+        "net/802/stp.ko",
+        "drivers/net/mii.ko",
+    ]
+    .iter()
+    .enumerate()
     {
-        let base = Path::new(m).file_stem().unwrap().to_string_lossy().into_owned();
-        copy_module(fx, other, m, &dir.join("extra/vendor"), Some(&format!("kmk-{base}-{i}.ko")));
-        copy_module(fx, other, m, &dir.join("updates"), Some(&format!("kmk_up_{base}.ko")));
+        let base = Path::new(m)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        copy_module(
+            fx,
+            other,
+            m,
+            &dir.join("extra/vendor"),
+            Some(&format!("kmk-{base}-{i}.ko")),
+        );
+        copy_module(
+            fx,
+            other,
+            m,
+            &dir.join("updates"),
+            Some(&format!("kmk_up_{base}.ko")),
+        );
     }
     // weak-updates: links to another kernel's extra/ as RHEL's weak-modules makes them.
     let other_extra = root.join("lib/modules/other-kernel/extra");
-    copy_module(fx, other, "drivers/net/macvlan.ko", &other_extra, Some("kmk_weak_macvlan.ko"));
-    copy_module(fx, other, "drivers/infiniband/hw/mlx4/mlx4_ib.ko", &other_extra, Some("mlx4_ib.ko"));
+    copy_module(
+        fx,
+        other,
+        "drivers/net/macvlan.ko",
+        &other_extra,
+        Some("kmk_weak_macvlan.ko"),
+    );
+    copy_module(
+        fx,
+        other,
+        "drivers/infiniband/hw/mlx4/mlx4_ib.ko",
+        &other_extra,
+        Some("mlx4_ib.ko"),
+    );
     std::fs::create_dir_all(dir.join("weak-updates/vendor")).unwrap();
     for n in ["kmk_weak_macvlan.ko", "mlx4_ib.ko"] {
         symlink(other_extra.join(n), dir.join("weak-updates/vendor").join(n)).unwrap();
     }
     // Excluded directory and an external directory.
-    copy_module(fx, other, "drivers/net/dummy.ko", &dir.join("skipme"), Some("kmk_excluded.ko"));
-    copy_module(fx, other, "drivers/net/tun.ko", external, Some("kmk_external_tun.ko"));
+    copy_module(
+        fx,
+        other,
+        "drivers/net/dummy.ko",
+        &dir.join("skipme"),
+        Some("kmk_excluded.ko"),
+    );
+    copy_module(
+        fx,
+        other,
+        "drivers/net/tun.ko",
+        external,
+        Some("kmk_external_tun.ko"),
+    );
     copy_module(fx, other, "drivers/net/veth.ko", external, None);
     dir
 }
@@ -225,7 +328,10 @@ fn out_of_tree_modules_and_every_depmod_d_directive() {
     assert!(sixone.len() >= 2, "need two 6.1 ABIs");
     let (k, other) = (sixone[sixone.len() - 1], sixone[0]);
     let configs: Vec<(&str, Box<dyn Fn(&Path) -> String>)> = vec![
-        ("no configuration (updates first)", Box::new(|_| String::new())),
+        (
+            "no configuration (updates first)",
+            Box::new(|_| String::new()),
+        ),
         (
             "RHEL search order, override, external, exclude",
             Box::new(move |ext: &Path| {
@@ -246,7 +352,12 @@ fn out_of_tree_modules_and_every_depmod_d_directive() {
         ),
         (
             "built-in first, external before updates",
-            Box::new(|ext: &Path| format!("search built-in external updates\nexternal 6\\.1\\..* {}\n", ext.display())),
+            Box::new(|ext: &Path| {
+                format!(
+                    "search built-in external updates\nexternal 6\\.1\\..* {}\n",
+                    ext.display()
+                )
+            }),
         ),
     ];
     let mut failures = Vec::new();
@@ -263,8 +374,16 @@ fn out_of_tree_modules_and_every_depmod_d_directive() {
         let args = ["-C", c.as_str()];
         let x = run_kmod(&a, &k.release, &args);
         let y = run_ours(&b, &k.release, &args);
-        assert!(x.status.success(), "kmod failed: {}", String::from_utf8_lossy(&x.stderr));
-        assert!(y.status.success(), "kmodkit failed: {}", String::from_utf8_lossy(&y.stderr));
+        assert!(
+            x.status.success(),
+            "kmod failed: {}",
+            String::from_utf8_lossy(&x.stderr)
+        );
+        assert!(
+            y.status.success(),
+            "kmodkit failed: {}",
+            String::from_utf8_lossy(&y.stderr)
+        );
         let mut n = 0;
         for f in INDEX_FILES {
             let p = |r: &Path| r.join("lib/modules").join(&k.release).join(f);
@@ -275,8 +394,13 @@ fn out_of_tree_modules_and_every_depmod_d_directive() {
             n += 1;
         }
         // The out-of-tree modules must really be in the index.
-        let dep = std::fs::read_to_string(a.join("lib/modules").join(&k.release).join("modules.dep")).unwrap();
-        assert!(dep.contains("kmk_up_dummy") && dep.contains("kmk-veth-1"), "{label}: setup not indexed");
+        let dep =
+            std::fs::read_to_string(a.join("lib/modules").join(&k.release).join("modules.dep"))
+                .unwrap();
+        assert!(
+            dep.contains("kmk_up_dummy") && dep.contains("kmk-veth-1"),
+            "{label}: setup not indexed"
+        );
         eprintln!("{label}: {n} files compared");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -292,7 +416,9 @@ fn errsyms_warnings_match_kmod_for_modules_of_another_abi() {
     let root = tmp.path().join("root");
     let dir = scratch_tree(&fx, k, &root);
     // A whole subsystem of the other ABI in extra/.
-    let src = fx.module_dir(other).join("kernel/drivers/net/ethernet/mellanox");
+    let src = fx
+        .module_dir(other)
+        .join("kernel/drivers/net/ethernet/mellanox");
     let mut stack = vec![src.clone()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
@@ -309,11 +435,15 @@ fn errsyms_warnings_match_kmod_for_modules_of_another_abi() {
     let x = run_kmod(&root, &k.release, &args);
     let y = run_ours(&root, &k.release, &args);
     let lines = |o: &std::process::Output| -> BTreeSet<String> {
-        String::from_utf8_lossy(&o.stderr).lines().map(str::to_string).collect()
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .map(str::to_string)
+            .collect()
     };
     let (wa, wb) = (lines(&x), lines(&y));
     assert!(
-        wa.iter().any(|l| l.contains("disagrees about version of symbol")),
+        wa.iter()
+            .any(|l| l.contains("disagrees about version of symbol")),
         "the setup must produce CRC warnings: {wa:?}"
     );
     assert_eq!(wa, wb, "warning sets differ");
@@ -359,7 +489,10 @@ fn synthetic_module(path: &Path, export: &str, needs: &str) {
 }
 
 fn index_snapshot(dir: &Path) -> Vec<Option<Vec<u8>>> {
-    INDEX_FILES.iter().map(|f| std::fs::read(dir.join(f)).ok()).collect()
+    INDEX_FILES
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).ok())
+        .collect()
 }
 
 #[test]
@@ -371,10 +504,17 @@ fn failures_are_clear_and_leave_the_index_untouched() {
     std::fs::create_dir_all(dir.join("extra")).unwrap();
     synthetic_module(&dir.join("extra/alpha.ko"), "alpha_fn", "printk");
     let ok = run_ours(root, k, &[]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let before = index_snapshot(&dir);
     // No modules.builtin* in this tree: kmod writes no builtin indexes then.
-    assert_eq!(before.iter().filter(|f| f.is_some()).count(), INDEX_FILES.len() - 2);
+    assert_eq!(
+        before.iter().filter(|f| f.is_some()).count(),
+        INDEX_FILES.len() - 2
+    );
 
     // A corrupt module: error names the file, index unchanged.
     std::fs::write(dir.join("extra/broken.ko"), b"\x7fELF\x02\x01\x01garbage").unwrap();
@@ -397,9 +537,16 @@ fn failures_are_clear_and_leave_the_index_untouched() {
     synthetic_module(&dir.join("extra/cyc_b.ko"), "cyc_b_fn", "cyc_a_fn");
     let r = run_ours(root, k, &[]);
     let msg = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success() && msg.contains("cycle") && msg.contains("cyc_a"), "{msg}");
+    assert!(
+        !r.status.success() && msg.contains("cycle") && msg.contains("cyc_a"),
+        "{msg}"
+    );
     assert_eq!(index_snapshot(&dir), before);
-    if std::process::Command::new("depmod").arg("--version").output().is_ok() {
+    if std::process::Command::new("depmod")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         let kr = run_kmod(root, k, &["-n"]);
         assert!(!kr.status.success(), "kmod accepts the cycle?");
     }
@@ -407,7 +554,10 @@ fn failures_are_clear_and_leave_the_index_untouched() {
     // A missing tree.
     let r = run_ours(root, "6.1.0-0-missing", &[]);
     let msg = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success() && msg.contains("6.1.0-0-missing") && msg.contains("missing"), "{msg}");
+    assert!(
+        !r.status.success() && msg.contains("6.1.0-0-missing") && msg.contains("missing"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -443,7 +593,11 @@ fn a_crash_at_any_point_leaves_the_old_set_or_the_new_one() {
             .output()
             .unwrap();
         if r.status.success() {
-            assert_eq!(index_snapshot(&dir), new, "run {n} completed but the set is wrong");
+            assert_eq!(
+                index_snapshot(&dir),
+                new,
+                "run {n} completed but the set is wrong"
+            );
             break;
         }
         crashed += 1;
@@ -455,9 +609,22 @@ fn a_crash_at_any_point_leaves_the_old_set_or_the_new_one() {
             state == old || state == new || staging.join("COMMITTED").exists(),
             "crash at point {n} left a mixed set without a committed staging area"
         );
-        let rec = kmodkit().args(["depmod", "-b"]).arg(root).arg(k).output().unwrap();
-        assert!(rec.status.success(), "{}", String::from_utf8_lossy(&rec.stderr));
-        assert_eq!(index_snapshot(&dir), new, "after recovery from crash at {n}");
+        let rec = kmodkit()
+            .args(["depmod", "-b"])
+            .arg(root)
+            .arg(k)
+            .output()
+            .unwrap();
+        assert!(
+            rec.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rec.stderr)
+        );
+        assert_eq!(
+            index_snapshot(&dir),
+            new,
+            "after recovery from crash at {n}"
+        );
         assert!(!staging.exists());
         // Back to the old state for the next round.
         std::fs::remove_file(dir.join("extra/beta.ko")).unwrap();
@@ -490,7 +657,11 @@ fn cache_gives_identical_output_and_notices_changes() {
     }
     // A changed module (new file in extra/) is picked up with the cache.
     std::fs::create_dir_all(dir.join("extra")).unwrap();
-    std::fs::copy(fx.module_dir(k).join("kernel/drivers/net/dummy.ko"), dir.join("extra/kmk_new.ko")).unwrap();
+    std::fs::copy(
+        fx.module_dir(k).join("kernel/drivers/net/dummy.ko"),
+        dir.join("extra/kmk_new.ko"),
+    )
+    .unwrap();
     assert!(run_ours(&root, &k.release, &[&c]).status.success());
     let with_cache = index_snapshot(&dir);
     assert!(run_ours(&root, &k.release, &[]).status.success());
