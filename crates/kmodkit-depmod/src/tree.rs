@@ -213,6 +213,36 @@ impl TreeScan {
         self.found.is_empty()
     }
 
+    /// The file providing each module name, in kmod's array order.
+    pub fn modules(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.found
+            .iter()
+            .map(|f| (f.name.as_str(), f.path.as_str()))
+    }
+
+    /// The file that provides module `name`, if any.
+    pub fn provider_path(&self, name: &str) -> Option<&str> {
+        self.found
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.path.as_str())
+    }
+
+    /// Whether a module file at `path` (a full path, normally inside the
+    /// module directory) would replace the current provider of its module
+    /// name under this tree's depmod.d priorities; `true` when no module of
+    /// that name exists. Ties keep the current file, as when the new file
+    /// is found later in the directory walk.
+    pub fn would_replace(&self, path: &str) -> bool {
+        let file_name = path.rsplit('/').next().unwrap_or(path);
+        let name = modname_of(file_name);
+        let Some(old) = self.found.iter().find(|f| f.name == name) else {
+            return true;
+        };
+        let baselen = path.rfind('/').unwrap_or(0);
+        !existing_wins(&self.dir, &self.config, old, baselen + 1, name.len(), path)
+    }
+
     /// A digest of everything the index files depend on: options, the
     /// configuration, the kernel symbol file, the tree's metadata files and
     /// every module file's path and identity (size, mtime, inode, device).
@@ -893,7 +923,7 @@ impl<'a> Scanner<'a> {
             let old = self.found[existing]
                 .as_ref()
                 .expect("indexed module exists");
-            if self.existing_wins(old, baselen + 1, name.len(), &path) {
+            if existing_wins(self.dir, self.config, old, baselen + 1, name.len(), &path) {
                 return;
             }
             self.found[existing] = None;
@@ -913,84 +943,85 @@ impl<'a> Scanner<'a> {
             uncrelpath,
         }));
     }
+}
 
-    /// `depmod_module_is_higher_priority`, including its quirks: lengths
-    /// cover `dir/` plus the module-name length; the old path is only
-    /// tested against a search entry the new path did not match.
-    fn existing_wins(
-        &self,
-        old: &Found,
-        new_baselen: usize,
-        modnamelen: usize,
-        newpath: &str,
-    ) -> bool {
-        let cfg = self.config;
-        let dirlen = self.dir.len();
-        let newlen = new_baselen + modnamelen;
-        let oldlen = old.baselen + old.name.len() + 1;
-        let newpath_b = newpath.as_bytes();
-        let oldpath_b = old.path.as_bytes();
-        let relnew: Option<&[u8]> = if newpath_b.starts_with(self.dir.as_bytes()) {
-            newpath_b.get(dirlen + 1..newlen.min(newpath_b.len()).max(dirlen + 1))
-        } else {
-            None
-        };
-        let relold: Option<&[u8]> = if oldpath_b.starts_with(self.dir.as_bytes()) {
-            oldpath_b.get(dirlen + 1..oldlen.min(oldpath_b.len()).max(dirlen + 1))
-        } else {
-            None
-        };
-        for ov in &cfg.overrides {
-            if relnew == Some(ov.as_bytes()) {
-                return false;
-            }
-            if relold == Some(ov.as_bytes()) {
-                return true;
-            }
+/// `depmod_module_is_higher_priority`, including its quirks: lengths
+/// cover `dir/` plus the module-name length; the old path is only
+/// tested against a search entry the new path did not match.
+fn existing_wins(
+    dir: &str,
+    config: &DepmodConfig,
+    old: &Found,
+    new_baselen: usize,
+    modnamelen: usize,
+    newpath: &str,
+) -> bool {
+    let cfg = config;
+    let dirlen = dir.len();
+    let newlen = new_baselen + modnamelen;
+    let oldlen = old.baselen + old.name.len() + 1;
+    let newpath_b = newpath.as_bytes();
+    let oldpath_b = old.path.as_bytes();
+    let relnew: Option<&[u8]> = if newpath_b.starts_with(dir.as_bytes()) {
+        newpath_b.get(dirlen + 1..newlen.min(newpath_b.len()).max(dirlen + 1))
+    } else {
+        None
+    };
+    let relold: Option<&[u8]> = if oldpath_b.starts_with(dir.as_bytes()) {
+        oldpath_b.get(dirlen + 1..oldlen.min(oldpath_b.len()).max(dirlen + 1))
+    } else {
+        None
+    };
+    for ov in &cfg.overrides {
+        if relnew == Some(ov.as_bytes()) {
+            return false;
         }
-        let starts_with_dir = |path: &[u8], len: usize, prefix: &str| -> bool {
-            let pl = prefix.len();
-            len > pl && path.get(pl) == Some(&b'/') && path.get(..pl) == Some(prefix.as_bytes())
-        };
-        let (mut bprio, mut oldprio, mut newprio) = (-1i64, -1i64, -1i64);
-        let mut i = 0i64;
-        for se in &cfg.searches {
-            match se {
-                Search::BuiltIn => bprio = i,
-                Search::External => {
-                    for ext in &cfg.externals {
-                        if starts_with_dir(newpath_b, newlen, ext) {
-                            newprio = i;
-                        }
-                        if starts_with_dir(oldpath_b, oldlen, ext) {
-                            oldprio = i;
-                        }
-                        i += 1;
-                    }
-                }
-                Search::Path(p) => {
-                    let matches = |rel: Option<&[u8]>| {
-                        rel.is_some_and(|r| {
-                            r.len() > p.len() && r[p.len()] == b'/' && &r[..p.len()] == p.as_bytes()
-                        })
-                    };
-                    if matches(relnew) {
+        if relold == Some(ov.as_bytes()) {
+            return true;
+        }
+    }
+    let starts_with_dir = |path: &[u8], len: usize, prefix: &str| -> bool {
+        let pl = prefix.len();
+        len > pl && path.get(pl) == Some(&b'/') && path.get(..pl) == Some(prefix.as_bytes())
+    };
+    let (mut bprio, mut oldprio, mut newprio) = (-1i64, -1i64, -1i64);
+    let mut i = 0i64;
+    for se in &cfg.searches {
+        match se {
+            Search::BuiltIn => bprio = i,
+            Search::External => {
+                for ext in &cfg.externals {
+                    if starts_with_dir(newpath_b, newlen, ext) {
                         newprio = i;
-                    } else if matches(relold) {
+                    }
+                    if starts_with_dir(oldpath_b, oldlen, ext) {
                         oldprio = i;
                     }
+                    i += 1;
                 }
             }
-            i += 1;
+            Search::Path(p) => {
+                let matches = |rel: Option<&[u8]>| {
+                    rel.is_some_and(|r| {
+                        r.len() > p.len() && r[p.len()] == b'/' && &r[..p.len()] == p.as_bytes()
+                    })
+                };
+                if matches(relnew) {
+                    newprio = i;
+                } else if matches(relold) {
+                    oldprio = i;
+                }
+            }
         }
-        if newprio < 0 {
-            newprio = bprio;
-        }
-        if oldprio < 0 {
-            oldprio = bprio;
-        }
-        newprio <= oldprio
+        i += 1;
     }
+    if newprio < 0 {
+        newprio = bprio;
+    }
+    if oldprio < 0 {
+        oldprio = bprio;
+    }
+    newprio <= oldprio
 }
 
 /// Modules named on the command line (`depmod KVER file...`).

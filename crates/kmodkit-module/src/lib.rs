@@ -229,6 +229,9 @@ pub struct Module {
     pub modinfo: Vec<ModinfoEntry>,
     /// `__versions`, in file order.
     pub versions: Vec<SymbolVersion>,
+    /// Whether a `__versions` section exists at all (even empty): the
+    /// kernel then ignores the release part of vermagic.
+    pub has_versions_section: bool,
     /// Extended modversions, when both sections are present.
     pub extended_versions: Option<Vec<SymbolVersion>>,
     pub exports: Vec<ExportedSymbol>,
@@ -269,6 +272,7 @@ impl Module {
             machine: elf.machine(),
             modinfo: read_modinfo(&elf),
             versions: read_versions(&elf)?,
+            has_versions_section: elf.section("__versions").is_some(),
             extended_versions: read_extended_versions(&elf),
             exports: read_exports(&elf, &symbols),
             undefined: read_undefined(&elf, &symbols),

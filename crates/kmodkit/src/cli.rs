@@ -37,6 +37,9 @@ CRCs, undefined symbols, struct module size and the signature.",
     Modinfo(ModinfoArgs),
     /// Generate modules.dep and the module index files (same files as kmod's depmod, byte for byte)
     Depmod(crate::depmod::DepmodArgs),
+    /// ABI compatibility of out-of-tree modules with another kernel
+    #[command(subcommand)]
+    Abi(crate::abi::AbiCommand),
     /// Read, list, extract, create, repack and compare initramfs images
     Initrd(crate::initrd::InitrdArgs),
     /// Print the man page (roff) for kmodkit and its subcommands

@@ -1,6 +1,7 @@
 //! kmodkit: the command-line front end. It parses arguments and wires the
 //! library crates together; all format knowledge lives in the libraries.
 
+mod abi;
 mod cli;
 mod depmod;
 mod initrd;
@@ -22,8 +23,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match run(cli, &matches) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(EXIT_FAILURE),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("kmodkit: error: {e:#}");
             ExitCode::from(EXIT_FAILURE)
@@ -31,16 +31,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
+/// Runs a command; returns the exit code.
+fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
+    let status = |ok: bool| if ok { 0 } else { EXIT_FAILURE };
     match cli.command {
+        Command::Abi(cmd) => match abi::run(&cmd) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                // abi check: 0 compatible, 1 incompatible, 2 could not decide.
+                eprintln!("kmodkit: error: {e:#}");
+                Ok(2)
+            }
+        },
         Command::Modinfo(args) => {
             let sub = matches
                 .subcommand_matches("modinfo")
                 .expect("modinfo matches");
-            modinfo::run(&args, modinfo_field(sub))
+            modinfo::run(&args, modinfo_field(sub)).map(status)
         }
-        Command::Depmod(args) => depmod::run(&args),
-        Command::Initrd(args) => initrd::run(&args),
+        Command::Depmod(args) => depmod::run(&args).map(status),
+        Command::Initrd(args) => initrd::run(&args).map(status),
         Command::Man { dir } => {
             let cmd = Cli::command();
             match dir {
@@ -50,7 +60,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
                 }
                 None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
             }
-            Ok(true)
+            Ok(0)
         }
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -59,7 +69,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<bool> {
                 "kmodkit",
                 &mut std::io::stdout(),
             );
-            Ok(true)
+            Ok(0)
         }
     }
 }
