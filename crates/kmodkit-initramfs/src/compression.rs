@@ -122,7 +122,7 @@ impl std::fmt::Display for Compression {
 /// The kernel's zstd window limit (ZSTD_WINDOWLOG_MAX in lib/zstd).
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// Memory liblzma may use to decode one xz/lzma stream.
-const LZMA_MEMLIMIT: u64 = 1 << 30;
+const LZMA_MEMLIMIT: u64 = 256 << 20;
 
 /// A decoder for one compressed stream read from `input`; it consumes no
 /// byte past the stream's end, so the caller's position afterwards is the
@@ -495,8 +495,8 @@ impl<R: BufRead> LzopDecoder<R> {
         if src_len == dst_len {
             std::mem::swap(&mut self.out, &mut self.block);
         } else {
-            self.out = lzokay_native::decompress_all(&self.block, Some(dst_len as usize))
-                .map_err(|e| invalid(format!("lzo: corrupt block: {e:?}")))?;
+            lzo1x_decompress(&self.block, dst_len as usize, &mut self.out)
+                .map_err(|e| invalid(format!("lzo: corrupt block: {e}")))?;
             if self.out.len() != dst_len as usize {
                 return Err(invalid("lzo: block decompressed to the wrong size"));
             }
@@ -518,6 +518,110 @@ impl<R: BufRead> Read for LzopDecoder<R> {
         buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+/// LZO1X decompression with every read and copy bounds-checked, after
+/// the instruction encoding in the kernel's Documentation/staging/lzo.rst
+/// (lib/lzo/lzo1x_decompress_safe.c is the kernel's decoder).
+fn lzo1x_decompress(src: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    out.clear();
+    let mut ip = 0usize;
+    let next = |ip: &mut usize| -> Result<usize, &'static str> {
+        let b = *src.get(*ip).ok_or("input overrun")?;
+        *ip += 1;
+        Ok(usize::from(b))
+    };
+    // A run of zero bytes then a non-zero byte: 255 per zero plus it.
+    let run = |ip: &mut usize| -> Result<usize, &'static str> {
+        let mut n = 0usize;
+        loop {
+            let b = *src.get(*ip).ok_or("input overrun")?;
+            *ip += 1;
+            if b != 0 {
+                return Ok(n + usize::from(b));
+            }
+            n += 255;
+        }
+    };
+    let literals = |ip: &mut usize, n: usize, out: &mut Vec<u8>| -> Result<(), &'static str> {
+        let lit = src.get(*ip..*ip + n).ok_or("input overrun")?;
+        if out.len() + n > max {
+            return Err("output overrun");
+        }
+        out.extend_from_slice(lit);
+        *ip += n;
+        Ok(())
+    };
+    let mut state;
+    // First byte > 17: a literal run of (byte - 17).
+    match src.first() {
+        None => return Err("empty block"),
+        Some(&b) if b > 17 => {
+            ip = 1;
+            let t = usize::from(b) - 17;
+            literals(&mut ip, t, out)?;
+            state = if t < 4 { t } else { 4 };
+        }
+        Some(_) => state = 0,
+    }
+    loop {
+        let t = next(&mut ip)?;
+        let (len, dist, after);
+        if t < 16 {
+            if state == 0 {
+                // Long literal run: 3 + (L ?: 15 + run).
+                let n = if t == 0 { 15 + run(&mut ip)? } else { t } + 3;
+                literals(&mut ip, n, out)?;
+                state = 4;
+                continue;
+            }
+            let h = next(&mut ip)?;
+            after = t & 3;
+            if state == 4 {
+                len = 3;
+                dist = (h << 2) + (t >> 2) + 2049;
+            } else {
+                len = 2;
+                dist = (h << 2) + (t >> 2) + 1;
+            }
+        } else if t >= 64 {
+            let h = next(&mut ip)?;
+            after = t & 3;
+            dist = (h << 3) + ((t >> 2) & 7) + 1;
+            len = (t >> 5) + 1;
+        } else if t >= 32 {
+            let l = t & 31;
+            len = 2 + if l == 0 { 31 + run(&mut ip)? } else { l };
+            let d = next(&mut ip)? | (next(&mut ip)? << 8);
+            after = d & 3;
+            dist = (d >> 2) + 1;
+        } else {
+            let l = t & 7;
+            len = 2 + if l == 0 { 7 + run(&mut ip)? } else { l };
+            let d = next(&mut ip)? | (next(&mut ip)? << 8);
+            after = d & 3;
+            let far = ((t & 8) << 11) + (d >> 2);
+            if far == 0 {
+                // Distance 16384: the end-of-stream marker.
+                return Ok(());
+            }
+            dist = far + 16384;
+        }
+        if dist > out.len() {
+            return Err("match reaches before the start of the block");
+        }
+        if out.len() + len > max {
+            return Err("output overrun");
+        }
+        let start = out.len() - dist;
+        for i in 0..len {
+            // Byte by byte: the copy may overlap its own output.
+            let b = out[start + i];
+            out.push(b);
+        }
+        literals(&mut ip, after, out)?;
+        state = after;
     }
 }
 

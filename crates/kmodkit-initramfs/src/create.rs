@@ -616,9 +616,9 @@ pub struct SegmentSpec<'a> {
 /// a multiple of 4; an lz4 segment followed by another gets 4 zero bytes
 /// (the legacy frame has no end marker: decompress_unlz4.c stops at a zero
 /// block size).
-pub fn write_segments(
+pub fn write_segments<W: Write + Send>(
     segments: &[SegmentSpec<'_>],
-    out: &mut File,
+    out: &mut W,
     progress: &dyn Progress,
 ) -> Result<(), Error> {
     let total: u64 = segments

@@ -317,10 +317,17 @@ impl Extractor<'_> {
     }
 
     /// Opens the file for writing; also says whether it existed before.
-    fn open_regular(&mut self, path: &Path, h: &Header, linked: bool) -> Result<(File, bool), Error> {
+    fn open_regular(
+        &mut self,
+        path: &Path,
+        h: &Header,
+        linked: bool,
+    ) -> Result<(File, bool), Error> {
         let open = |exclusive: bool, truncate: bool| {
             let mut o = OpenOptions::new();
-            o.write(true).mode(h.mode & 0o7777).custom_flags(libc_o_nofollow());
+            o.write(true)
+                .mode(h.mode & 0o7777)
+                .custom_flags(libc_o_nofollow());
             if exclusive {
                 o.create_new(true);
             } else {
@@ -333,7 +340,9 @@ impl Extractor<'_> {
                 Ok(f) => Ok((f, true)),
                 Err(_) => {
                     self.clean(path, Some(FileType::Regular))?;
-                    open(false, true).map(|f| (f, true)).map_err(|e| Error::write(path, e))
+                    open(false, true)
+                        .map(|f| (f, true))
+                        .map_err(|e| Error::write(path, e))
                 }
             };
         }
@@ -344,7 +353,9 @@ impl Extractor<'_> {
             Ok(f) => Ok((f, false)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 self.clean(path, Some(FileType::Regular))?;
-                open(false, true).map(|f| (f, true)).map_err(|e| Error::write(path, e))
+                open(false, true)
+                    .map(|f| (f, true))
+                    .map_err(|e| Error::write(path, e))
             }
             Err(e) => Err(Error::write(path, e)),
         }

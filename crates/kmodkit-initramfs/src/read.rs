@@ -401,7 +401,7 @@ fn produce(
         let head = &head[..n];
         index += 1;
         let compression = if head[0] == b'0' {
-            if pos % 4 != 0 {
+            if !pos.is_multiple_of(4) {
                 return Err(Error::Junk {
                     image: image.name.clone(),
                     offset: pos,
@@ -800,7 +800,7 @@ impl<'k> Consumer<'k> {
                     self.off += zeros as u64;
                     buf = &buf[zeros..];
                     if let Some(&b) = buf.first() {
-                        if b == b'0' && self.off % 4 == 0 {
+                        if b == b'0' && self.off.is_multiple_of(4) {
                             self.state = State::Header;
                         } else {
                             return Err(self.error(
