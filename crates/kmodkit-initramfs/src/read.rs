@@ -30,16 +30,36 @@ use crate::compression::{self, Compression};
 use crate::cpio::{self, FileType, Format, Header, HeaderError, HEADER_LEN, PATH_MAX, TRAILER};
 use crate::error::Error;
 
-/// Bytes of decompressed data handed over at once.
-const CHUNK: usize = 1 << 20;
-/// Chunks in flight between the decompressing and the parsing thread.
-const QUEUE: usize = 4;
+/// Bytes of decompressed data handed over at once between threads: large,
+/// so that the two threads rarely wait for each other (on a busy machine
+/// every wake-up costs a scheduling round).
+const CHUNK_THREADED: usize = 8 << 20;
+/// Chunks in flight between the decompressing and the parsing thread
+/// (memory: at most about (QUEUE + 2) * CHUNK_THREADED).
+const QUEUE: usize = 3;
+/// Chunk size on one thread: small enough to stay in the CPU cache while
+/// the parser walks it.
+const CHUNK_INLINE: usize = 256 << 10;
 /// Default limit of decompressed bytes per image.
 pub const DEFAULT_MAX_OUTPUT: u64 = 16 << 30;
 
 /// Positional reads from an image (a file, or bytes in memory).
 pub trait ImageSource: Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// The whole image in memory, when it is (decoders then read it in
+    /// place instead of copying it into a buffer first).
+    fn as_slice(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+impl ImageSource for memmap2::Mmap {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        (&self[..]).read_at(buf, offset)
+    }
+    fn as_slice(&self) -> Option<&[u8]> {
+        Some(self)
+    }
 }
 
 impl ImageSource for File {
@@ -62,12 +82,13 @@ impl ImageSource for &[u8] {
 /// An image to read: a name for messages, its bytes and its length.
 pub struct Image<'a> {
     name: String,
-    cause: Box<dyn ImageSource + 'a>,
+    source: Box<dyn ImageSource + 'a>,
     len: u64,
 }
 
 impl<'a> Image<'a> {
-    /// Opens an image file.
+    /// Opens an image file. Regular files are memory-mapped (read in
+    /// place); the image must not shrink while it is read.
     pub fn open(path: &Path) -> Result<Image<'static>, Error> {
         let name = path.display().to_string();
         let file = File::open(path).map_err(|cause| Error::Read {
@@ -81,9 +102,21 @@ impl<'a> Image<'a> {
                 cause,
             })?
             .len();
+        if len > 0 && file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            // SAFETY: the map is read only; kmodkit never writes the image
+            // while reading it (outputs go to a temporary file first).
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                let _ = map.advise(memmap2::Advice::Sequential);
+                return Ok(Image {
+                    name,
+                    source: Box::new(map),
+                    len,
+                });
+            }
+        }
         Ok(Image {
             name,
-            cause: Box::new(file),
+            source: Box::new(file),
             len,
         })
     }
@@ -93,7 +126,7 @@ impl<'a> Image<'a> {
         Image {
             name: name.into(),
             len: bytes.len() as u64,
-            cause: Box::new(bytes),
+            source: Box::new(bytes),
         }
     }
 
@@ -112,7 +145,7 @@ impl<'a> Image<'a> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            match self.cause.read_at(&mut buf[done..], offset + done as u64) {
+            match self.source.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -229,6 +262,8 @@ pub struct ReadOptions {
     /// Stop when more decompressed bytes than this come out of the image.
     pub max_output: u64,
     /// Decompress on a second thread (the parser runs on the caller's).
+    /// Worth it when the visitor does real work per byte (extraction);
+    /// listing is faster on one thread.
     pub threaded: bool,
 }
 
@@ -325,6 +360,8 @@ pub fn read_image_streams(
 /// A `BufRead` over a byte range of the image that knows its position.
 struct SourceReader<'i, 'a> {
     image: &'i Image<'a>,
+    /// The image in memory, when it is: read in place.
+    slice: Option<&'i [u8]>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -335,9 +372,15 @@ struct SourceReader<'i, 'a> {
 
 impl<'i, 'a> SourceReader<'i, 'a> {
     fn new(image: &'i Image<'a>, offset: u64, progress: &'i dyn Progress) -> Self {
+        let slice = image.source.as_slice();
         SourceReader {
             image,
-            buf: vec![0; 1 << 20],
+            slice,
+            buf: if slice.is_some() {
+                Vec::new()
+            } else {
+                vec![0; 1 << 20]
+            },
             start: 0,
             end: 0,
             next: offset,
@@ -361,6 +404,16 @@ impl Read for SourceReader<'_, '_> {
 
 impl BufRead for SourceReader<'_, '_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if let Some(all) = self.slice {
+            // In place: `next` is the position, hand out up to 1 MiB at a
+            // time so progress advances.
+            let at = usize::try_from(self.next)
+                .unwrap_or(usize::MAX)
+                .min(all.len());
+            let end = all.len().min(at + (1 << 20));
+            self.progress.set_position(end as u64);
+            return Ok(&all[at..end]);
+        }
         if self.start == self.end {
             let n = self.image.read_exact_at(&mut self.buf, self.next)?;
             self.start = 0;
@@ -371,6 +424,10 @@ impl BufRead for SourceReader<'_, '_> {
         Ok(&self.buf[self.start..self.end])
     }
     fn consume(&mut self, n: usize) {
+        if self.slice.is_some() {
+            self.next += n as u64;
+            return;
+        }
         self.start = (self.start + n).min(self.end);
     }
 }
@@ -388,6 +445,11 @@ fn produce(
     let mut produced = 0u64;
     let mut spare: Option<Vec<u8>> = None;
     let mut scan = vec![0u8; 64 << 10];
+    let chunk_size = if opts.threaded {
+        CHUNK_THREADED
+    } else {
+        CHUNK_INLINE
+    };
     loop {
         // Zero padding between segments.
         let Some(start) = skip_zeros(image, pos, &mut scan)? else {
@@ -430,7 +492,7 @@ fn produce(
         let mut take = |sink: &mut Sink<'_>,
                         fill: &mut dyn FnMut(&mut [u8]) -> Result<usize, Error>|
          -> Result<bool, Error> {
-            let mut buf = spare.take().unwrap_or_else(|| vec![0; CHUNK]);
+            let mut buf = spare.take().unwrap_or_else(|| vec![0; chunk_size]);
             let mut len = 0;
             while len < buf.len() {
                 let n = fill(&mut buf[len..])?;

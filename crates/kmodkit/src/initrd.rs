@@ -287,10 +287,20 @@ impl Progress for Bar {
     }
 }
 
+/// Listing-type commands parse on the decompressing thread (the parser's
+/// work is small next to decompression, and a second thread would only add
+/// hand-offs); extraction and repack decompress on a thread of their own.
 fn read_opts(r: &ReadFlags) -> ReadOptions {
     ReadOptions {
         max_output: r.max_size,
-        ..ReadOptions::default()
+        threaded: false,
+    }
+}
+
+fn read_opts_threaded(r: &ReadFlags) -> ReadOptions {
+    ReadOptions {
+        max_output: r.max_size,
+        threaded: true,
     }
 }
 
@@ -653,7 +663,14 @@ fn extract_cmd(a: &ExtractArgs) -> anyhow::Result<bool> {
     }
     let bar = Bar::new("extract");
     let filter = |seg: usize, name: &[u8]| sel.matches(seg, name);
-    let report = extract::extract(&image, &read_opts(&a.read), &bar, &a.dir, &opts, &filter)?;
+    let report = extract::extract(
+        &image,
+        &read_opts_threaded(&a.read),
+        &bar,
+        &a.dir,
+        &opts,
+        &filter,
+    )?;
     for s in &report.skipped {
         eprintln!(
             "kmodkit: warning: {}: segment {}: '{}': {}",
@@ -799,7 +816,7 @@ fn repack(a: &RepackArgs) -> anyhow::Result<bool> {
     let bar = Bar::new("repack");
     let encode = encode_opts(&a.encode);
     create::write_atomically(&out, |f| {
-        create::repack(&image, &read_opts(&a.read), &encode, &bar, f).map(|_| ())
+        create::repack(&image, &read_opts_threaded(&a.read), &encode, &bar, f).map(|_| ())
     })?;
     Ok(true)
 }
