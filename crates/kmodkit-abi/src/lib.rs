@@ -26,6 +26,7 @@
 
 pub mod symvers;
 pub mod target;
+pub mod weak;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -63,6 +63,12 @@ pub struct TreeOptions {
     pub modules: Vec<PathBuf>,
     /// Reuse parsed modules across runs (keyed by path, size, mtime, inode).
     pub cache: Option<PathBuf>,
+    /// Scan a staged directory in place of one top-level subdirectory:
+    /// (`weak-updates`, `/lib/modules/K/.staging/weak-updates`). Paths in
+    /// the index are those the subdirectory will have once the staged one
+    /// is renamed into place; files are read from the staged location.
+    /// Lets a link set and its index be prepared before either is visible.
+    pub staged_subdir: Option<(String, PathBuf)>,
     /// Ceiling for one decompressed module.
     pub decompress_limit: u64,
 }
@@ -78,6 +84,7 @@ impl TreeOptions {
             symbol_prefix: None,
             modules: Vec::new(),
             cache: None,
+            staged_subdir: None,
             decompress_limit: kmodkit_module::compression::DEFAULT_LIMIT,
         }
     }
@@ -293,6 +300,8 @@ impl TreeScan {
 struct Found {
     name: String,
     path: String,
+    /// Where the file really is, when it differs from `path` (staged).
+    source: Option<String>,
     /// Length of the directory part of `path`, excluding the last '/'.
     baselen: usize,
     relpath: Option<String>,
@@ -367,7 +376,12 @@ impl ModuleTree {
             .map(Diagnostic::Error)
             .collect();
         let found = if scanning {
-            Scanner::new(&dir, &config).scan(&mut diagnostics)?
+            let mut scanner = Scanner::new(&dir, &config);
+            scanner.staged = options
+                .staged_subdir
+                .as_ref()
+                .map(|(n, p)| (n.clone(), p.display().to_string()));
+            scanner.scan(&mut diagnostics)?
         } else {
             explicit_modules(&dir, &options.modules)?
         };
@@ -375,7 +389,7 @@ impl ModuleTree {
         let keys = found
             .par_iter()
             .map(|f| {
-                CacheKey::of(Path::new(&f.path)).map_err(|source| DepmodError::Io {
+                CacheKey::of(Path::new(f.read_path())).map_err(|source| DepmodError::Io {
                     path: PathBuf::from(&f.path),
                     source,
                 })
@@ -460,7 +474,7 @@ impl ModuleTree {
         let mut scheduled: Vec<(usize, Result<(ModuleRecord, bool), DepmodError>)> = schedule
             .par_iter()
             .with_max_len(1)
-            .map(|&i| (i, load_one(cache.as_ref(), &found[i].path, &keys[i], limit)))
+            .map(|&i| (i, load_one(cache.as_ref(), found[i].read_path(), &keys[i], limit)))
             .collect();
         scheduled.sort_by_key(|(i, _)| *i);
         let results = scheduled.into_iter().map(|(_, r)| r);
@@ -823,6 +837,7 @@ fn parse_strtoull_hex(s: &str) -> Option<u64> {
 struct Scanner<'a> {
     dir: &'a str,
     config: &'a DepmodConfig,
+    staged: Option<(String, String)>,
     found: Vec<Option<Found>>,
     by_name: HashMap<String, usize>,
 }
@@ -832,6 +847,7 @@ impl<'a> Scanner<'a> {
         Scanner {
             dir,
             config,
+            staged: None,
             found: Vec::new(),
             by_name: HashMap::new(),
         }
@@ -839,13 +855,23 @@ impl<'a> Scanner<'a> {
 
     fn scan(mut self, diags: &mut Vec<Diagnostic>) -> Result<Vec<Found>, DepmodError> {
         let dir = self.dir.to_string();
-        self.walk(&dir, diags).map_err(|source| DepmodError::Io {
+        self.walk(&dir, &dir, diags).map_err(|source| DepmodError::Io {
             path: PathBuf::from(&dir),
             source,
         })?;
+        // A staged subdirectory that does not exist yet in the tree is
+        // walked after the rest (where a newly created entry would appear).
+        if let Some((name, actual)) = self.staged.clone() {
+            if !Path::new(&format!("{dir}/{name}")).exists() {
+                let virtual_base = format!("{dir}/{name}");
+                if let Err(e) = self.walk(&virtual_base, &actual, diags) {
+                    diags.push(Diagnostic::Error(format!("failed {actual}: {e}")));
+                }
+            }
+        }
         for ext in self.config.externals.clone() {
             // A missing external directory is ignored.
-            if let Err(e) = self.walk(&ext, diags) {
+            if let Err(e) = self.walk(&ext, &ext, diags) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     diags.push(Diagnostic::Error(format!(
                         "could not open directory {ext}: {e}"
@@ -864,8 +890,9 @@ impl<'a> Scanner<'a> {
             || self.config.excludes.iter().any(|e| e == name)
     }
 
-    fn walk(&mut self, base: &str, diags: &mut Vec<Diagnostic>) -> std::io::Result<()> {
-        let rd = std::fs::read_dir(base)?;
+    /// Walks `actual`, recording paths as if it were `base`.
+    fn walk(&mut self, base: &str, actual: &str, diags: &mut Vec<Diagnostic>) -> std::io::Result<()> {
+        let rd = std::fs::read_dir(actual)?;
         for entry in rd {
             let entry = match entry {
                 Ok(e) => e,
@@ -879,7 +906,19 @@ impl<'a> Scanner<'a> {
                 continue;
             }
             let path = format!("{base}/{name}");
-            let ft = entry.file_type()?;
+            let mut source = format!("{actual}/{name}");
+            if base == self.dir {
+                if let Some((staged_name, staged_actual)) = &self.staged {
+                    if *staged_name == name {
+                        source = staged_actual.clone();
+                    }
+                }
+            }
+            let ft = if source == format!("{actual}/{name}") {
+                entry.file_type()?
+            } else {
+                std::fs::symlink_metadata(&source)?.file_type()
+            };
             let is_dir = if ft.is_dir() {
                 true
             } else if ft.is_file() {
@@ -887,7 +926,7 @@ impl<'a> Scanner<'a> {
             } else {
                 // Symlinks (weak-updates) and unknown types: follow, as
                 // kmod's fstatat does.
-                match std::fs::metadata(&path) {
+                match std::fs::metadata(&source) {
                     Ok(m) if m.is_dir() => true,
                     Ok(m) if m.is_file() => false,
                     Ok(_) => {
@@ -901,11 +940,12 @@ impl<'a> Scanner<'a> {
                 }
             };
             if is_dir {
-                if let Err(e) = self.walk(&path, diags) {
+                if let Err(e) = self.walk(&path, &source, diags) {
                     diags.push(Diagnostic::Error(format!("failed {path}: {e}")));
                 }
             } else if is_module_file(&name) {
-                self.add_file(base, &name, path);
+                let source = (source != path).then_some(source);
+                self.add_file(base, &name, path, source);
             }
         }
         Ok(())
@@ -916,7 +956,7 @@ impl<'a> Scanner<'a> {
         rest.strip_prefix('/').map(str::to_string)
     }
 
-    fn add_file(&mut self, base: &str, file_name: &str, path: String) {
+    fn add_file(&mut self, base: &str, file_name: &str, path: String, source: Option<String>) {
         let name = modname_of(file_name);
         let baselen = base.len();
         if let Some(&existing) = self.by_name.get(&name) {
@@ -938,10 +978,17 @@ impl<'a> Scanner<'a> {
         self.found.push(Some(Found {
             name,
             path,
+            source,
             baselen,
             relpath,
             uncrelpath,
         }));
+    }
+}
+
+impl Found {
+    fn read_path(&self) -> &str {
+        self.source.as_deref().unwrap_or(&self.path)
     }
 }
 
@@ -1056,6 +1103,7 @@ fn explicit_modules(dir: &str, paths: &[PathBuf]) -> Result<Vec<Found>, DepmodEr
         out.push(Found {
             name,
             path,
+            source: None,
             baselen,
             relpath,
             uncrelpath,

@@ -99,7 +99,7 @@ pub fn write_set(module_dir: &Path, files: &[OutputFile]) -> Result<(), DepmodEr
 /// Test hook: with `KMODKIT_FAULT=<point>:<n>`, the process exits abruptly
 /// (as if killed) the n-th time it reaches that point. Lets the
 /// fault-injection tests stop a run between any two steps.
-fn fault_point(point: &str) {
+pub fn fault_point(point: &str) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static HITS: AtomicUsize = AtomicUsize::new(0);
     let Ok(spec) = std::env::var("KMODKIT_FAULT") else {

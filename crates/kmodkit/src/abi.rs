@@ -38,6 +38,10 @@ pub struct AbiCheckArgs {
     /// Subdirectory of the target's module directory the set would be installed in
     #[arg(long, value_name = "SUBDIR", default_value = "weak-updates")]
     pub placement: String,
+    /// Check each module on its own (its dependencies from the target only),
+    /// as when each is inserted alone after the target's own modules
+    #[arg(long)]
+    pub independent: bool,
     /// Print the verdicts as JSON
     #[arg(long)]
     pub json: bool,
@@ -57,7 +61,14 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
         );
     }
     let target = Target::load(&args.root, &args.kernel, args.symvers.as_deref())?;
-    let verdicts = check(&target, &files, &args.placement);
+    let verdicts = if args.independent {
+        files
+            .iter()
+            .flat_map(|f| check(&target, std::slice::from_ref(f), &args.placement))
+            .collect()
+    } else {
+        check(&target, &files, &args.placement)
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {

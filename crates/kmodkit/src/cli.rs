@@ -40,6 +40,8 @@ CRCs, undefined symbols, struct module size and the signature.",
     /// ABI compatibility of out-of-tree modules with another kernel
     #[command(subcommand)]
     Abi(crate::abi::AbiCommand),
+    /// Link compatible out-of-tree modules into other kernels' weak-updates (RHEL weak-modules)
+    WeakModules(crate::weak_modules::WeakModulesArgs),
     /// Read, list, extract, create, repack and compare initramfs images
     Initrd(crate::initrd::InitrdArgs),
     /// Print the man page (roff) for kmodkit and its subcommands

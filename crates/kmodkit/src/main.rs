@@ -6,6 +6,7 @@ mod cli;
 mod depmod;
 mod initrd;
 mod modinfo;
+mod weak_modules;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             modinfo::run(&args, modinfo_field(sub)).map(status)
         }
         Command::Depmod(args) => depmod::run(&args).map(status),
+        Command::WeakModules(args) => weak_modules::run(&args).map(status),
         Command::Initrd(args) => initrd::run(&args).map(status),
         Command::Man { dir } => {
             let cmd = Cli::command();

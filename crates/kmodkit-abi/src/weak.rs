@@ -1,0 +1,412 @@
+//! weak-updates: letting modules built for one kernel serve another
+//! (RHEL's `weak-modules`), decided by [`crate::check`] and applied
+//! atomically with the kernel's module index.
+//!
+//! Layout: a module built for kernel A lives in `/lib/modules/A/extra/<rel>`;
+//! for another kernel K it is offered as the symlink
+//! `/lib/modules/K/weak-updates/<rel>` → that file. For every `<rel>` the
+//! newest build (by kernel release) that K accepts wins; a build refused
+//! because a module it needs was refused is retried with older builds, so
+//! interdependent modules are accepted or refused together. A module K
+//! ships itself in `K/extra/` is never linked.
+//!
+//! Applying a plan for K (see [`apply`]) changes the links and the index
+//! as one step: the new link tree is built in a staging directory, the
+//! index computed for it (depmod in-process, reading the staged links),
+//! both are committed with a marker, then the link tree is swapped in with
+//! `renameat2(RENAME_EXCHANGE)` and the index files renamed. [`recover`]
+//! completes a committed change or discards an uncommitted one, so after
+//! any crash K has the old links with the old index or the new links with
+//! the new index.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use kmodkit_depmod::{output, write, ModuleTree, TreeOptions};
+
+use crate::{check, Target, Verdict};
+
+/// The staging directory of kernel K: beside `K/`, not inside it, so no
+/// depmod run (ours or kmod's) ever indexes staged links.
+pub fn staging_dir(root: &Path, kernel: &str) -> PathBuf {
+    root.join("lib/modules").join(format!(".kmodkit-weak-{kernel}.staging"))
+}
+const GENERATION: &str = ".kmodkit-generation";
+const COMMITTED: &str = "COMMITTED";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeakError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Target(#[from] crate::TargetError),
+    #[error(transparent)]
+    Depmod(#[from] kmodkit_depmod::DepmodError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WeakError + '_ {
+    move |source| WeakError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A module build offered to other kernels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    /// The kernel it was built for.
+    pub kernel: String,
+    pub path: PathBuf,
+}
+
+/// Compares kernel releases like `sort -V` (numbers numerically).
+pub fn compare_releases(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let b = s.as_bytes();
+        for i in 1..=b.len() {
+            if i == b.len() || b[i].is_ascii_digit() != b[start].is_ascii_digit() {
+                out.push((b[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(&cb) {
+        let ord = match (x.0, y.0) {
+            (true, true) => {
+                let (nx, ny) = (x.1.trim_start_matches('0'), y.1.trim_start_matches('0'));
+                nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny))
+            }
+            _ => x.1.cmp(y.1),
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+/// Kernel releases with a module directory under `root`.
+pub fn installed_kernels(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(root.join("lib/modules"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    out.sort_by(|a, b| compare_releases(a, b));
+    out
+}
+
+fn walk_modules(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        let meta = std::fs::symlink_metadata(&p);
+        if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+            walk_modules(&p, base, out);
+        } else if meta.is_ok_and(|m| m.is_file()) && crate::is_module_path(&p) {
+            let rel = p.strip_prefix(base).unwrap_or(&p).to_string_lossy().into_owned();
+            out.push((rel, p));
+        }
+    }
+}
+
+/// Every module under every kernel's `extra/`, by path relative to
+/// `extra/`, newest kernel first; files in `exclude` are left out.
+pub fn builds(root: &Path, exclude: &BTreeSet<PathBuf>) -> BTreeMap<String, Vec<Build>> {
+    let mut out: BTreeMap<String, Vec<Build>> = BTreeMap::new();
+    for k in installed_kernels(root).iter().rev() {
+        let extra = root.join("lib/modules").join(k).join("extra");
+        let mut found = Vec::new();
+        walk_modules(&extra, &extra, &mut found);
+        for (rel, path) in found {
+            if exclude.contains(&path) {
+                continue;
+            }
+            out.entry(rel).or_default().push(Build {
+                kernel: k.clone(),
+                path,
+            });
+        }
+    }
+    out
+}
+
+/// What a kernel's weak-updates should hold, and why.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kernel: String,
+    /// `<rel>` → the module file the link points to.
+    pub links: BTreeMap<String, PathBuf>,
+    /// The links there now.
+    pub current: BTreeMap<String, PathBuf>,
+    /// The verdicts of the accepted builds.
+    pub accepted: Vec<Verdict>,
+    /// Builds tried and refused, with the verdict that refused them.
+    pub refused: Vec<Verdict>,
+    /// Paths K ships itself in extra/ (never linked).
+    pub native: Vec<String>,
+}
+
+impl Plan {
+    /// Module names whose link was added, removed or retargeted.
+    pub fn changed_modules(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for (rel, target) in self.links.iter().chain(&self.current) {
+            if self.links.get(rel) != self.current.get(rel) {
+                let base = rel.rsplit('/').next().unwrap_or(rel);
+                out.insert(base.split('.').next().unwrap_or(base).replace('-', "_"));
+                let _ = target;
+            }
+        }
+        out
+    }
+
+    pub fn is_change(&self) -> bool {
+        self.links != self.current
+    }
+}
+
+/// The symlinks now in `K/weak-updates` (relative path → target).
+pub fn current_links(module_dir: &Path) -> BTreeMap<String, PathBuf> {
+    let base = module_dir.join("weak-updates");
+    let mut out = BTreeMap::new();
+    fn walk(dir: &Path, base: &Path, out: &mut BTreeMap<String, PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => walk(&p, base, out),
+                Ok(m) if m.file_type().is_symlink() => {
+                    if let Ok(t) = std::fs::read_link(&p) {
+                        let rel = p.strip_prefix(base).unwrap_or(&p).to_string_lossy().into_owned();
+                        out.insert(rel, t);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(&base, &base, &mut out);
+    out
+}
+
+/// Decides the weak-updates links of `kernel` from the available builds.
+pub fn plan(root: &Path, kernel: &str, all_builds: &BTreeMap<String, Vec<Build>>) -> Result<Plan, WeakError> {
+    let module_dir = root.join("lib/modules").join(kernel);
+    let target = Target::load(root, kernel, None)?;
+    // Builds for other kernels, minus what K ships itself.
+    let mut native = Vec::new();
+    let mut options: BTreeMap<&str, Vec<&Build>> = BTreeMap::new();
+    for (rel, builds) in all_builds {
+        if module_dir.join("extra").join(rel).exists() {
+            native.push(rel.clone());
+            continue;
+        }
+        let others: Vec<&Build> = builds.iter().filter(|b| b.kernel != kernel).collect();
+        if !others.is_empty() {
+            options.insert(rel.as_str(), others);
+        }
+    }
+    // choice[rel] = index of the build tried; None once all were refused.
+    let mut choice: BTreeMap<&str, Option<usize>> = options.keys().map(|r| (*r, Some(0))).collect();
+    let mut refused = Vec::new();
+    let accepted = loop {
+        let chosen: Vec<(&str, &Build)> = choice
+            .iter()
+            .filter_map(|(rel, c)| c.map(|i| (*rel, options[rel][i])))
+            .collect();
+        let paths: Vec<PathBuf> = chosen.iter().map(|(_, b)| b.path.clone()).collect();
+        let verdicts = check(&target, &paths, "weak-updates");
+        // Advance every build refused for its own reasons; builds refused
+        // only because a dependency was refused wait for that to settle.
+        let mut advanced = false;
+        for ((rel, _), v) in chosen.iter().zip(&verdicts) {
+            let own = v.reasons.iter().any(|r| !matches!(r, crate::Reason::Dependency { .. }));
+            if !v.compatible && own {
+                refused.push(v.clone());
+                let next = choice[rel].map(|i| i + 1).filter(|&i| i < options[rel].len());
+                choice.insert(rel, next);
+                advanced = true;
+            }
+        }
+        if advanced {
+            continue;
+        }
+        // Only dependency refusals left: those modules cannot be linked with
+        // any build of what they need; try their older builds too.
+        let mut dep_only = false;
+        for ((rel, _), v) in chosen.iter().zip(&verdicts) {
+            if !v.compatible {
+                refused.push(v.clone());
+                let next = choice[rel].map(|i| i + 1).filter(|&i| i < options[rel].len());
+                choice.insert(rel, next);
+                dep_only = true;
+            }
+        }
+        if !dep_only {
+            break verdicts;
+        }
+    };
+    let links: BTreeMap<String, PathBuf> = choice
+        .iter()
+        .filter_map(|(rel, c)| c.map(|i| (rel.to_string(), options[rel][i].path.clone())))
+        .collect();
+    Ok(Plan {
+        kernel: kernel.to_string(),
+        links,
+        current: current_links(&module_dir),
+        accepted,
+        refused,
+        native,
+    })
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), WeakError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two directory entries atomically.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths; the call has no other
+    // memory effects.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Where weak-modules keeps its module cache under a root: parsed in-tree
+/// modules are reused when the index is regenerated.
+pub fn default_cache_dir(root: &Path) -> PathBuf {
+    root.join("var/cache/kmodkit/depmod")
+}
+
+/// Applies a plan: links and index change together (see module docs).
+/// `cache` keeps parsed modules between runs (see `kmodkit depmod --cache`).
+pub fn apply(root: &Path, plan: &Plan, cache: Option<&Path>) -> Result<(), WeakError> {
+    let module_dir = root.join("lib/modules").join(&plan.kernel);
+    recover(root, &plan.kernel)?;
+    let staging = staging_dir(root, &plan.kernel);
+    let staged_links = staging.join("weak-updates");
+    std::fs::create_dir_all(&staged_links).map_err(io(&staged_links))?;
+    let token = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    for (rel, target) in &plan.links {
+        let link = staged_links.join(rel);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        write::fault_point("link");
+        std::os::unix::fs::symlink(target, &link).map_err(io(&link))?;
+    }
+    std::fs::write(staged_links.join(GENERATION), &token).map_err(io(&staged_links))?;
+
+    // The index the kernel will have with the new links, computed now.
+    let root_s = root.display().to_string();
+    let basedir = if root_s == "/" { None } else { Some(root_s.trim_end_matches('/').to_string()) };
+    let mut options = TreeOptions::new(basedir, plan.kernel.clone());
+    options.staged_subdir = Some(("weak-updates".to_string(), staged_links.clone()));
+    options.cache = cache.map(Path::to_path_buf);
+    let tree = ModuleTree::load(options)?;
+    let (files, _) = output::render_all(&tree)?;
+    let index_dir = staging.join("index");
+    std::fs::create_dir_all(&index_dir).map_err(io(&index_dir))?;
+    for f in &files {
+        let p = index_dir.join(f.name);
+        write::fault_point("index");
+        let mut out = std::fs::File::create(&p).map_err(io(&p))?;
+        std::io::Write::write_all(&mut out, &f.contents).map_err(io(&p))?;
+        out.sync_all().map_err(io(&p))?;
+    }
+    fsync_dir(&index_dir)?;
+    fsync_dir(&staging)?;
+    write::fault_point("commit");
+    let marker = staging.join(COMMITTED);
+    std::fs::write(&marker, &token).map_err(io(&marker))?;
+    std::fs::File::open(&marker).and_then(|f| f.sync_all()).map_err(io(&marker))?;
+    fsync_dir(&staging)?;
+    install(&module_dir, &staging, &token)
+}
+
+/// The committed change's second half: swap the link tree in, move the
+/// index files, clean up. Idempotent, so recovery can repeat it.
+fn install(module_dir: &Path, staging: &Path, token: &str) -> Result<(), WeakError> {
+    let live = module_dir.join("weak-updates");
+    let staged = staging.join("weak-updates");
+    let live_token = std::fs::read_to_string(live.join(GENERATION)).unwrap_or_default();
+    if live_token != token {
+        write::fault_point("swap");
+        if live.exists() {
+            exchange(&staged, &live).map_err(io(&live))?;
+        } else {
+            std::fs::rename(&staged, &live).map_err(io(&live))?;
+        }
+        fsync_dir(module_dir)?;
+    }
+    let index_dir = staging.join("index");
+    if let Ok(rd) = std::fs::read_dir(&index_dir) {
+        let mut names: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for src in names {
+            let dst = module_dir.join(src.file_name().unwrap_or_default());
+            write::fault_point("rename");
+            std::fs::rename(&src, &dst).map_err(io(&dst))?;
+        }
+    }
+    fsync_dir(module_dir)?;
+    write::fault_point("cleanup");
+    std::fs::remove_dir_all(staging).map_err(io(staging))?;
+    fsync_dir(module_dir)
+}
+
+/// Completes a committed change left by a crash, or discards an
+/// uncommitted one. Returns true when a change was completed.
+pub fn recover(root: &Path, kernel: &str) -> Result<bool, WeakError> {
+    let module_dir = root.join("lib/modules").join(kernel);
+    let staging = staging_dir(root, kernel);
+    if !staging.exists() {
+        return Ok(false);
+    }
+    match std::fs::read_to_string(staging.join(COMMITTED)) {
+        Ok(token) => {
+            install(&module_dir, &staging, &token)?;
+            Ok(true)
+        }
+        Err(_) => {
+            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+            Ok(false)
+        }
+    }
+}
+
+/// Removes a kernel's weak-updates links (`--remove-kernel`).
+pub fn remove_kernel_links(root: &Path, kernel: &str) -> Result<usize, WeakError> {
+    let module_dir = root.join("lib/modules").join(kernel);
+    recover(root, kernel)?;
+    let links = current_links(&module_dir);
+    let dir = module_dir.join("weak-updates");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    Ok(links.len())
+}

@@ -1,0 +1,237 @@
+//! `kmodkit weak-modules`: a drop-in for RHEL's `weak-modules` script.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kmodkit_abi::weak::{self, Plan};
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Keep out-of-tree modules working across kernels (RHEL's weak-modules). A module built for \
+kernel A lives in /lib/modules/A/extra/; for every other installed kernel K whose loader would accept it \
+(checked as `kmodkit abi check` does: struct module size, vermagic, every symbol CRC against the provider K \
+would use), it is linked as /lib/modules/K/weak-updates/<path>. The newest compatible build wins; \
+interdependent modules are accepted or refused together; K's module index is regenerated in-process and the \
+links and index change as one atomic step. The initramfs is rebuilt only when a changed module is in it.\n\n\
+Module lists (--add-modules, --remove-modules) are read from standard input, one path per line.",
+    after_help = "Examples:\n  echo /lib/modules/5.14.0-362.el9.x86_64/extra/mlnx-en/mlx4_core.ko | kmodkit weak-modules --add-modules\n  kmodkit weak-modules --add-kernel 5.14.0-427.el9.x86_64 --dry-run --verbose\n  kmodkit weak-modules --remove-kernel 5.14.0-362.el9.x86_64"
+)]
+pub struct WeakModulesArgs {
+    /// Link compatible kernels to the modules listed on stdin
+    #[arg(long, group = "action")]
+    pub add_modules: bool,
+    /// Remove the links to the modules listed on stdin (and offer older builds instead)
+    #[arg(long, group = "action")]
+    pub remove_modules: bool,
+    /// Link every compatible module for a newly installed kernel (default: the running kernel)
+    #[arg(long, group = "action", value_name = "KVER", num_args = 0..=1, default_missing_value = "")]
+    pub add_kernel: Option<String>,
+    /// Remove the weak-updates links of a kernel being removed (default: the running kernel)
+    #[arg(long, group = "action", value_name = "KVER", num_args = 0..=1, default_missing_value = "")]
+    pub remove_kernel: Option<String>,
+    /// Say what would be done; write nothing at all
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Say what is done and why modules are refused
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Do not rebuild initramfs images
+    #[arg(long)]
+    pub no_initramfs: bool,
+    /// Root of the system to work on
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub basedir: PathBuf,
+}
+
+fn running_release() -> Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .context("cannot read the running kernel release; name the kernel")?
+        .trim_end()
+        .to_string())
+}
+
+/// The kernel a module path belongs to: `.../lib/modules/<K>/...`.
+fn kernel_of(path: &Path) -> Option<String> {
+    let s = path.to_string_lossy();
+    let rest = s.split("/lib/modules/").nth(1)?;
+    rest.split('/').next().map(str::to_string)
+}
+
+fn read_stdin_paths(root: &Path) -> Result<Vec<PathBuf>> {
+    let stdin = std::io::stdin();
+    let mut out = Vec::new();
+    for line in stdin.lock().lines() {
+        let line = line.context("reading the module list from standard input")?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let p = PathBuf::from(line);
+        // Paths name the installed system; under --basedir they live below it.
+        let p = if root != Path::new("/") && p.is_absolute() && !p.starts_with(root) {
+            root.join(p.strip_prefix("/").unwrap_or(&p))
+        } else {
+            p
+        };
+        out.push(p);
+    }
+    Ok(out)
+}
+
+pub fn run(args: &WeakModulesArgs) -> Result<bool> {
+    let root = args.basedir.as_path();
+    let (kernels, exclude): (Vec<String>, BTreeSet<PathBuf>) = if let Some(k) = &args.remove_kernel {
+        let k = if k.is_empty() { running_release()? } else { k.clone() };
+        if args.dry_run {
+            let links = weak::current_links(&root.join("lib/modules").join(&k));
+            println!("would remove {} weak-updates links of {k}", links.len());
+        } else {
+            let n = weak::remove_kernel_links(root, &k)?;
+            if args.verbose {
+                println!("removed {n} weak-updates links of {k}");
+            }
+        }
+        return Ok(true);
+    } else if let Some(k) = &args.add_kernel {
+        let k = if k.is_empty() { running_release()? } else { k.clone() };
+        (vec![k], BTreeSet::new())
+    } else if args.add_modules || args.remove_modules {
+        let modules = read_stdin_paths(root)?;
+        let own: BTreeSet<String> = modules.iter().filter_map(|p| kernel_of(p)).collect();
+        let kernels = weak::installed_kernels(root)
+            .into_iter()
+            .filter(|k| !own.contains(k))
+            .collect();
+        let exclude = if args.remove_modules { modules.into_iter().collect() } else { BTreeSet::new() };
+        (kernels, exclude)
+    } else {
+        anyhow::bail!("say what to do: --add-modules, --remove-modules, --add-kernel or --remove-kernel (see --help)");
+    };
+
+    let builds = weak::builds(root, &exclude);
+    let mut ok = true;
+    for k in &kernels {
+        if !args.dry_run && weak::recover(root, k)? {
+            eprintln!("weak-modules: {k}: completed an interrupted update");
+        }
+        let plan = match weak::plan(root, k, &builds) {
+            Ok(p) => p,
+            Err(kmodkit_abi::weak::WeakError::Target(e)) => {
+                eprintln!("weak-modules: skipping {k}: {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        report(&plan, args)?;
+        if !plan.is_change() {
+            continue;
+        }
+        if !args.dry_run {
+            let cache = weak::default_cache_dir(root);
+            weak::apply(root, &plan, Some(&cache)).with_context(|| format!("updating weak-updates of {k}"))?;
+        }
+        if !args.no_initramfs {
+            if let Err(e) = initramfs(root, k, &plan, args.dry_run) {
+                eprintln!("weak-modules: {k}: {e:#}");
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn report(plan: &Plan, args: &WeakModulesArgs) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let verb = if args.dry_run { "would " } else { "" };
+    let dir = format!("/lib/modules/{}/weak-updates", plan.kernel);
+    for (rel, target) in &plan.links {
+        if plan.current.get(rel) != Some(target) {
+            writeln!(out, "{verb}link {dir}/{rel} -> {}", target.display())?;
+        }
+    }
+    for (rel, target) in &plan.current {
+        if !plan.links.contains_key(rel) {
+            writeln!(out, "{verb}unlink {dir}/{rel} (was -> {})", target.display())?;
+        }
+    }
+    if args.verbose || args.dry_run {
+        for v in &plan.refused {
+            writeln!(out, "{}: refused {} for {}:", plan.kernel, v.path.display(), v.name)?;
+            for r in &v.reasons {
+                writeln!(out, "    - {r}")?;
+            }
+        }
+        for rel in &plan.native {
+            writeln!(out, "{}: ships its own extra/{rel}; not linked", plan.kernel)?;
+        }
+    }
+    Ok(())
+}
+
+/// Module names inside an initramfs image.
+fn image_modules(image: &Path) -> Result<BTreeSet<String>> {
+    use kmodkit_initramfs::read::{read_image, Entry, Image, NoProgress, ReadOptions, Visitor};
+    struct Names(BTreeSet<String>);
+    impl Visitor for Names {
+        fn entry(&mut self, e: &Entry<'_>) -> Result<bool, kmodkit_initramfs::Error> {
+            let name = e.name_lossy();
+            let base = name.rsplit('/').next().unwrap_or(&name);
+            if [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().any(|x| base.ends_with(x)) {
+                self.0.insert(base.split('.').next().unwrap_or(base).replace('-', "_"));
+            }
+            Ok(false)
+        }
+    }
+    let img = Image::open(image)?;
+    let mut names = Names(BTreeSet::new());
+    read_image(&img, &ReadOptions::default(), &NoProgress, &mut names)?;
+    Ok(names.0)
+}
+
+/// Rebuilds K's initramfs when a changed module is in it.
+fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()> {
+    let candidates = [
+        format!("boot/initramfs-{kernel}.img"),
+        format!("boot/initrd.img-{kernel}"),
+        format!("boot/initrd-{kernel}"),
+    ];
+    let Some(image) = candidates.iter().map(|c| root.join(c)).find(|p| p.is_file()) else {
+        return Ok(());
+    };
+    let inside = image_modules(&image).with_context(|| format!("reading {}", image.display()))?;
+    let changed: Vec<String> = plan.changed_modules().intersection(&inside).cloned().collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let dracut = which("dracut");
+    let live = root == Path::new("/");
+    let cmd = format!("dracut -f {} {kernel}", image.display());
+    if dry_run || !live || dracut.is_none() {
+        let why = if dry_run {
+            "dry run"
+        } else if !live {
+            "not the running system's root"
+        } else {
+            "dracut is not installed"
+        };
+        println!(
+            "would run: {cmd} (the image holds changed module(s) {}; {why})",
+            changed.join(", ")
+        );
+        return Ok(());
+    }
+    let status = std::process::Command::new("dracut")
+        .args(["-f", &image.display().to_string(), kernel])
+        .status()
+        .context("running dracut")?;
+    anyhow::ensure!(status.success(), "{cmd} failed: {status}");
+    Ok(())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|p| p.is_file()))
+}
