@@ -207,6 +207,7 @@ pub struct TreeScan {
     pub config: DepmodConfig,
     found: Vec<Found>,
     keys: Vec<CacheKey>,
+    by_name: HashMap<String, usize>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -243,7 +244,7 @@ impl TreeScan {
     pub fn would_replace(&self, path: &str) -> bool {
         let file_name = path.rsplit('/').next().unwrap_or(path);
         let name = modname_of(file_name);
-        let Some(old) = self.found.iter().find(|f| f.name == name) else {
+        let Some(old) = self.by_name.get(&name).map(|&i| &self.found[i]) else {
             return true;
         };
         let baselen = path.rfind('/').unwrap_or(0);
@@ -396,12 +397,18 @@ impl ModuleTree {
             })
             .collect::<Result<Vec<_>, _>>()?;
         profile("scan and order", t0);
+        let by_name = found
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
         Ok(TreeScan {
             options,
             dir,
             config,
             found,
             keys,
+            by_name,
             diagnostics,
         })
     }
@@ -415,6 +422,7 @@ impl ModuleTree {
             found,
             keys,
             diagnostics,
+            ..
         } = scan;
         let mut tree = ModuleTree {
             dir,
@@ -474,7 +482,12 @@ impl ModuleTree {
         let mut scheduled: Vec<(usize, Result<(ModuleRecord, bool), DepmodError>)> = schedule
             .par_iter()
             .with_max_len(1)
-            .map(|&i| (i, load_one(cache.as_ref(), found[i].read_path(), &keys[i], limit)))
+            .map(|&i| {
+                (
+                    i,
+                    load_one(cache.as_ref(), found[i].read_path(), &keys[i], limit),
+                )
+            })
             .collect();
         scheduled.sort_by_key(|(i, _)| *i);
         let results = scheduled.into_iter().map(|(_, r)| r);
@@ -855,10 +868,11 @@ impl<'a> Scanner<'a> {
 
     fn scan(mut self, diags: &mut Vec<Diagnostic>) -> Result<Vec<Found>, DepmodError> {
         let dir = self.dir.to_string();
-        self.walk(&dir, &dir, diags).map_err(|source| DepmodError::Io {
-            path: PathBuf::from(&dir),
-            source,
-        })?;
+        self.walk(&dir, &dir, diags)
+            .map_err(|source| DepmodError::Io {
+                path: PathBuf::from(&dir),
+                source,
+            })?;
         // A staged subdirectory that does not exist yet in the tree is
         // walked after the rest (where a newly created entry would appear).
         if let Some((name, actual)) = self.staged.clone() {
@@ -891,7 +905,12 @@ impl<'a> Scanner<'a> {
     }
 
     /// Walks `actual`, recording paths as if it were `base`.
-    fn walk(&mut self, base: &str, actual: &str, diags: &mut Vec<Diagnostic>) -> std::io::Result<()> {
+    fn walk(
+        &mut self,
+        base: &str,
+        actual: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> std::io::Result<()> {
         let rd = std::fs::read_dir(actual)?;
         for entry in rd {
             let entry = match entry {
