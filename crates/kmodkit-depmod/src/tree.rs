@@ -479,7 +479,8 @@ impl ModuleTree {
         // alone on one core at the end; results go back in array order.
         let mut schedule: Vec<usize> = (0..found.len()).collect();
         schedule.sort_by_key(|&i| std::cmp::Reverse(keys[i].size));
-        let mut scheduled: Vec<(usize, Result<(ModuleRecord, bool), DepmodError>)> = schedule
+        type Loaded = Result<(ModuleRecord, bool), DepmodError>;
+        let mut scheduled: Vec<(usize, Loaded)> = schedule
             .par_iter()
             .with_max_len(1)
             .map(|&i| {
@@ -595,7 +596,7 @@ impl ModuleTree {
                         continue;
                     };
                     let sym = sym.split('\n').next().unwrap_or("");
-                    self.add_symbol(&sym.to_string(), true, 0, None);
+                    self.add_symbol(sym, true, 0, None);
                 }
                 self.add_fake_symbols();
             }
@@ -695,10 +696,7 @@ impl ModuleTree {
             let mut path = vec![start];
             let mut seen = HashMap::from([(start, 0usize)]);
             let mut cur = start;
-            loop {
-                let Some(&next) = self.modules[cur].deps.iter().find(|&&d| in_cycle[d]) else {
-                    break;
-                };
+            while let Some(&next) = self.modules[cur].deps.iter().find(|&&d| in_cycle[d]) {
                 if let Some(&pos) = seen.get(&next) {
                     let cycle: Vec<&str> = path[pos..]
                         .iter()

@@ -327,7 +327,8 @@ fn out_of_tree_modules_and_every_depmod_d_directive() {
     let sixone: Vec<&Kernel> = fx.kernels.iter().filter(|k| k.series == "6.1").collect();
     assert!(sixone.len() >= 2, "need two 6.1 ABIs");
     let (k, other) = (sixone[sixone.len() - 1], sixone[0]);
-    let configs: Vec<(&str, Box<dyn Fn(&Path) -> String>)> = vec![
+    type ConfigFor = Box<dyn Fn(&Path) -> String>;
+    let configs: Vec<(&str, ConfigFor)> = vec![
         (
             "no configuration (updates first)",
             Box::new(|_| String::new()),
