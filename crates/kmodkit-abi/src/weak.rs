@@ -29,7 +29,8 @@ use crate::{check, Target, Verdict};
 /// The staging directory of kernel K: beside `K/`, not inside it, so no
 /// depmod run (ours or kmod's) ever indexes staged links.
 pub fn staging_dir(root: &Path, kernel: &str) -> PathBuf {
-    root.join("lib/modules").join(format!(".kmodkit-weak-{kernel}.staging"))
+    root.join("lib/modules")
+        .join(format!(".kmodkit-weak-{kernel}.staging"))
 }
 const GENERATION: &str = ".kmodkit-generation";
 const COMMITTED: &str = "COMMITTED";
@@ -37,7 +38,10 @@ const COMMITTED: &str = "COMMITTED";
 #[derive(Debug, thiserror::Error)]
 pub enum WeakError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Target(#[from] crate::TargetError),
     #[error(transparent)]
@@ -104,7 +108,9 @@ pub fn installed_kernels(root: &Path) -> Vec<String> {
 }
 
 fn walk_modules(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
@@ -112,7 +118,11 @@ fn walk_modules(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) {
         if meta.as_ref().is_ok_and(|m| m.is_dir()) {
             walk_modules(&p, base, out);
         } else if meta.is_ok_and(|m| m.is_file()) && crate::is_module_path(&p) {
-            let rel = p.strip_prefix(base).unwrap_or(&p).to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(base)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
             out.push((rel, p));
         }
     }
@@ -179,14 +189,20 @@ pub fn current_links(module_dir: &Path) -> BTreeMap<String, PathBuf> {
     let base = module_dir.join("weak-updates");
     let mut out = BTreeMap::new();
     fn walk(dir: &Path, base: &Path, out: &mut BTreeMap<String, PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() => walk(&p, base, out),
                 Ok(m) if m.file_type().is_symlink() => {
                     if let Ok(t) = std::fs::read_link(&p) {
-                        let rel = p.strip_prefix(base).unwrap_or(&p).to_string_lossy().into_owned();
+                        let rel = p
+                            .strip_prefix(base)
+                            .unwrap_or(&p)
+                            .to_string_lossy()
+                            .into_owned();
                         out.insert(rel, t);
                     }
                 }
@@ -199,7 +215,11 @@ pub fn current_links(module_dir: &Path) -> BTreeMap<String, PathBuf> {
 }
 
 /// Decides the weak-updates links of `kernel` from the available builds.
-pub fn plan(root: &Path, kernel: &str, all_builds: &BTreeMap<String, Vec<Build>>) -> Result<Plan, WeakError> {
+pub fn plan(
+    root: &Path,
+    kernel: &str,
+    all_builds: &BTreeMap<String, Vec<Build>>,
+) -> Result<Plan, WeakError> {
     let module_dir = root.join("lib/modules").join(kernel);
     let target = Target::load(root, kernel, None)?;
     // Builds for other kernels, minus what K ships itself.
@@ -229,10 +249,15 @@ pub fn plan(root: &Path, kernel: &str, all_builds: &BTreeMap<String, Vec<Build>>
         // only because a dependency was refused wait for that to settle.
         let mut advanced = false;
         for ((rel, _), v) in chosen.iter().zip(&verdicts) {
-            let own = v.reasons.iter().any(|r| !matches!(r, crate::Reason::Dependency { .. }));
+            let own = v
+                .reasons
+                .iter()
+                .any(|r| !matches!(r, crate::Reason::Dependency { .. }));
             if !v.compatible && own {
                 refused.push(v.clone());
-                let next = choice[rel].map(|i| i + 1).filter(|&i| i < options[rel].len());
+                let next = choice[rel]
+                    .map(|i| i + 1)
+                    .filter(|&i| i < options[rel].len());
                 choice.insert(rel, next);
                 advanced = true;
             }
@@ -246,7 +271,9 @@ pub fn plan(root: &Path, kernel: &str, all_builds: &BTreeMap<String, Vec<Build>>
         for ((rel, _), v) in chosen.iter().zip(&verdicts) {
             if !v.compatible {
                 refused.push(v.clone());
-                let next = choice[rel].map(|i| i + 1).filter(|&i| i < options[rel].len());
+                let next = choice[rel]
+                    .map(|i| i + 1)
+                    .filter(|&i| i < options[rel].len());
                 choice.insert(rel, next);
                 dep_only = true;
             }
@@ -270,7 +297,9 @@ pub fn plan(root: &Path, kernel: &str, all_builds: &BTreeMap<String, Vec<Build>>
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), WeakError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }
 
 /// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two directory entries atomically.
@@ -310,7 +339,13 @@ pub fn apply(root: &Path, plan: &Plan, cache: Option<&Path>) -> Result<(), WeakE
     let staging = staging_dir(root, &plan.kernel);
     let staged_links = staging.join("weak-updates");
     std::fs::create_dir_all(&staged_links).map_err(io(&staged_links))?;
-    let token = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let token = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
     for (rel, target) in &plan.links {
         let link = staged_links.join(rel);
         if let Some(parent) = link.parent() {
@@ -323,7 +358,11 @@ pub fn apply(root: &Path, plan: &Plan, cache: Option<&Path>) -> Result<(), WeakE
 
     // The index the kernel will have with the new links, computed now.
     let root_s = root.display().to_string();
-    let basedir = if root_s == "/" { None } else { Some(root_s.trim_end_matches('/').to_string()) };
+    let basedir = if root_s == "/" {
+        None
+    } else {
+        Some(root_s.trim_end_matches('/').to_string())
+    };
     let mut options = TreeOptions::new(basedir, plan.kernel.clone());
     options.staged_subdir = Some(("weak-updates".to_string(), staged_links.clone()));
     options.cache = cache.map(Path::to_path_buf);
@@ -343,7 +382,9 @@ pub fn apply(root: &Path, plan: &Plan, cache: Option<&Path>) -> Result<(), WeakE
     write::fault_point("commit");
     let marker = staging.join(COMMITTED);
     std::fs::write(&marker, &token).map_err(io(&marker))?;
-    std::fs::File::open(&marker).and_then(|f| f.sync_all()).map_err(io(&marker))?;
+    std::fs::File::open(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&marker))?;
     fsync_dir(&staging)?;
     install(&module_dir, &staging, &token)
 }

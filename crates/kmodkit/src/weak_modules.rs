@@ -83,8 +83,13 @@ fn read_stdin_paths(root: &Path) -> Result<Vec<PathBuf>> {
 
 pub fn run(args: &WeakModulesArgs) -> Result<bool> {
     let root = args.basedir.as_path();
-    let (kernels, exclude): (Vec<String>, BTreeSet<PathBuf>) = if let Some(k) = &args.remove_kernel {
-        let k = if k.is_empty() { running_release()? } else { k.clone() };
+    let (kernels, exclude): (Vec<String>, BTreeSet<PathBuf>) = if let Some(k) = &args.remove_kernel
+    {
+        let k = if k.is_empty() {
+            running_release()?
+        } else {
+            k.clone()
+        };
         if args.dry_run {
             let links = weak::current_links(&root.join("lib/modules").join(&k));
             println!("would remove {} weak-updates links of {k}", links.len());
@@ -96,7 +101,11 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         }
         return Ok(true);
     } else if let Some(k) = &args.add_kernel {
-        let k = if k.is_empty() { running_release()? } else { k.clone() };
+        let k = if k.is_empty() {
+            running_release()?
+        } else {
+            k.clone()
+        };
         (vec![k], BTreeSet::new())
     } else if args.add_modules || args.remove_modules {
         let modules = read_stdin_paths(root)?;
@@ -105,7 +114,11 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
             .into_iter()
             .filter(|k| !own.contains(k))
             .collect();
-        let exclude = if args.remove_modules { modules.into_iter().collect() } else { BTreeSet::new() };
+        let exclude = if args.remove_modules {
+            modules.into_iter().collect()
+        } else {
+            BTreeSet::new()
+        };
         (kernels, exclude)
     } else {
         anyhow::bail!("say what to do: --add-modules, --remove-modules, --add-kernel or --remove-kernel (see --help)");
@@ -131,7 +144,8 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         }
         if !args.dry_run {
             let cache = weak::default_cache_dir(root);
-            weak::apply(root, &plan, Some(&cache)).with_context(|| format!("updating weak-updates of {k}"))?;
+            weak::apply(root, &plan, Some(&cache))
+                .with_context(|| format!("updating weak-updates of {k}"))?;
         }
         if !args.no_initramfs {
             if let Err(e) = initramfs(root, k, &plan, args.dry_run) {
@@ -155,18 +169,32 @@ fn report(plan: &Plan, args: &WeakModulesArgs) -> Result<()> {
     }
     for (rel, target) in &plan.current {
         if !plan.links.contains_key(rel) {
-            writeln!(out, "{verb}unlink {dir}/{rel} (was -> {})", target.display())?;
+            writeln!(
+                out,
+                "{verb}unlink {dir}/{rel} (was -> {})",
+                target.display()
+            )?;
         }
     }
     if args.verbose || args.dry_run {
         for v in &plan.refused {
-            writeln!(out, "{}: refused {} for {}:", plan.kernel, v.path.display(), v.name)?;
+            writeln!(
+                out,
+                "{}: refused {} for {}:",
+                plan.kernel,
+                v.path.display(),
+                v.name
+            )?;
             for r in &v.reasons {
                 writeln!(out, "    - {r}")?;
             }
         }
         for rel in &plan.native {
-            writeln!(out, "{}: ships its own extra/{rel}; not linked", plan.kernel)?;
+            writeln!(
+                out,
+                "{}: ships its own extra/{rel}; not linked",
+                plan.kernel
+            )?;
         }
     }
     Ok(())
@@ -180,8 +208,12 @@ fn image_modules(image: &Path) -> Result<BTreeSet<String>> {
         fn entry(&mut self, e: &Entry<'_>) -> Result<bool, kmodkit_initramfs::Error> {
             let name = e.name_lossy();
             let base = name.rsplit('/').next().unwrap_or(&name);
-            if [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().any(|x| base.ends_with(x)) {
-                self.0.insert(base.split('.').next().unwrap_or(base).replace('-', "_"));
+            if [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                .iter()
+                .any(|x| base.ends_with(x))
+            {
+                self.0
+                    .insert(base.split('.').next().unwrap_or(base).replace('-', "_"));
             }
             Ok(false)
         }
@@ -199,11 +231,19 @@ fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()
         format!("boot/initrd.img-{kernel}"),
         format!("boot/initrd-{kernel}"),
     ];
-    let Some(image) = candidates.iter().map(|c| root.join(c)).find(|p| p.is_file()) else {
+    let Some(image) = candidates
+        .iter()
+        .map(|c| root.join(c))
+        .find(|p| p.is_file())
+    else {
         return Ok(());
     };
     let inside = image_modules(&image).with_context(|| format!("reading {}", image.display()))?;
-    let changed: Vec<String> = plan.changed_modules().intersection(&inside).cloned().collect();
+    let changed: Vec<String> = plan
+        .changed_modules()
+        .intersection(&inside)
+        .cloned()
+        .collect();
     if changed.is_empty() {
         return Ok(());
     }
@@ -233,5 +273,9 @@ fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    })
 }

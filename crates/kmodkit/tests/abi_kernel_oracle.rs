@@ -19,8 +19,12 @@ fn repo() -> PathBuf {
 
 fn manifest(fx: &Fixtures) -> Vec<(String, String, PathBuf)> {
     let path = fx.root.parent().unwrap().join("oot/manifest");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/oot-fixtures (scripts/test does)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run scripts/oot-fixtures (scripts/test does)",
+            path.display()
+        )
+    });
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -35,11 +39,24 @@ fn kernel_verdicts(kernel: &str, groups: &[Vec<PathBuf>]) -> BTreeMap<PathBuf, (
     let tmp = tempfile::NamedTempFile::new().unwrap();
     let text: String = groups
         .iter()
-        .map(|g| g.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ") + "\n")
+        .map(|g| {
+            g.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
         .collect();
     std::fs::write(tmp.path(), text).unwrap();
     let out = Command::new(repo().join("scripts/qemu-insmod"))
-        .args(["--kernel", kernel, "--deps-from-target", "--timeout", "240", "--groups"])
+        .args([
+            "--kernel",
+            kernel,
+            "--deps-from-target",
+            "--timeout",
+            "240",
+            "--groups",
+        ])
         .arg(tmp.path())
         .output()
         .expect("run scripts/qemu-insmod");
@@ -57,15 +74,25 @@ fn kernel_verdicts(kernel: &str, groups: &[Vec<PathBuf>]) -> BTreeMap<PathBuf, (
         let stage = r["stage"].as_str().unwrap_or("").to_string();
         let accepted = stage == "loaded" || stage == "init";
         let reason = r["reason"].as_str().unwrap_or("").to_string();
-        map.insert(PathBuf::from(r["path"].as_str().unwrap()), (accepted, format!("{stage} {reason}")));
+        map.insert(
+            PathBuf::from(r["path"].as_str().unwrap()),
+            (accepted, format!("{stage} {reason}")),
+        );
     }
     map
 }
 
 /// kmodkit's verdicts, path → compatible.
-fn our_verdicts(fx: &Fixtures, kernel: &str, modules: &[PathBuf], independent: bool) -> BTreeMap<PathBuf, (bool, String)> {
+fn our_verdicts(
+    fx: &Fixtures,
+    kernel: &str,
+    modules: &[PathBuf],
+    independent: bool,
+) -> BTreeMap<PathBuf, (bool, String)> {
     let mut cmd = kmodkit();
-    cmd.args(["abi", "check", "--json", "--root"]).arg(&fx.root).args(["-k", kernel]);
+    cmd.args(["abi", "check", "--json", "--root"])
+        .arg(&fx.root)
+        .args(["-k", kernel]);
     if independent {
         cmd.arg("--independent");
     }
@@ -81,17 +108,30 @@ fn our_verdicts(fx: &Fixtures, kernel: &str, modules: &[PathBuf], independent: b
         .unwrap()
         .iter()
         .map(|m| {
-            let first = m["reasons"].as_array().and_then(|r| r.first()).map(|r| r.to_string()).unwrap_or_default();
-            (PathBuf::from(m["path"].as_str().unwrap()), (m["compatible"].as_bool().unwrap(), first))
+            let first = m["reasons"]
+                .as_array()
+                .and_then(|r| r.first())
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            (
+                PathBuf::from(m["path"].as_str().unwrap()),
+                (m["compatible"].as_bool().unwrap(), first),
+            )
         })
         .collect()
 }
 
-fn assert_agree(kernel: &str, ours: &BTreeMap<PathBuf, (bool, String)>, theirs: &BTreeMap<PathBuf, (bool, String)>) -> (usize, usize) {
+fn assert_agree(
+    kernel: &str,
+    ours: &BTreeMap<PathBuf, (bool, String)>,
+    theirs: &BTreeMap<PathBuf, (bool, String)>,
+) -> (usize, usize) {
     let mut disagreements = Vec::new();
     let mut loaded = 0;
     for (path, (k_ok, k_why)) in theirs {
-        let (o_ok, o_why) = ours.get(path).unwrap_or_else(|| panic!("kmodkit has no verdict for {}", path.display()));
+        let (o_ok, o_why) = ours
+            .get(path)
+            .unwrap_or_else(|| panic!("kmodkit has no verdict for {}", path.display()));
         if k_ok != o_ok {
             disagreements.push(format!(
                 "{} on {kernel}: kernel {} ({k_why}), kmodkit {} ({o_why})",
@@ -129,10 +169,16 @@ fn out_of_tree_modules_verdicts_equal_the_kernels() {
             ours.extend(our_verdicts(&fx, &k.release, g, false));
         }
         let (n, loaded) = assert_agree(&k.release, &ours, &theirs);
-        eprintln!("{}: {n} out-of-tree modules, {loaded} loaded, kmodkit agrees on all", k.release);
+        eprintln!(
+            "{}: {n} out-of-tree modules, {loaded} loaded, kmodkit agrees on all",
+            k.release
+        );
         total += n;
     }
-    assert!(total >= 2 * rows.len(), "too few verdicts compared: {total}");
+    assert!(
+        total >= 2 * rows.len(),
+        "too few verdicts compared: {total}"
+    );
 }
 
 #[test]
@@ -151,25 +197,49 @@ fn in_tree_sample_of_one_abi_into_another_equals_the_kernel() {
         .iter()
         .enumerate()
         .flat_map(|(i, a)| sixone[i + 1..].iter().map(move |b| (*a, *b)))
-        .find(|(a, b)| layout(a) == layout(b) && std::fs::read(fx.module_symvers(a)).unwrap() != std::fs::read(fx.module_symvers(b)).unwrap())
+        .find(|(a, b)| {
+            layout(a) == layout(b)
+                && std::fs::read(fx.module_symvers(a)).unwrap()
+                    != std::fs::read(fx.module_symvers(b)).unwrap()
+        })
         .expect("two 6.1 ABIs with the same module_layout and different CRCs");
-    let dirs = ["drivers/net", "drivers/infiniband", "net", "fs", "crypto", "lib", "drivers/md", "drivers/block"];
+    let dirs = [
+        "drivers/net",
+        "drivers/infiniband",
+        "net",
+        "fs",
+        "crypto",
+        "lib",
+        "drivers/md",
+        "drivers/block",
+    ];
     let all = fx.module_files(set);
     let base = fx.module_dir(set).join("kernel");
     let candidates: Vec<PathBuf> = all
         .into_iter()
         .filter(|p| {
-            let rel = p.strip_prefix(&base).unwrap().to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(&base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             dirs.iter().any(|d| rel.starts_with(d)) && !rel.contains("test")
         })
         .collect();
-    let sample: Vec<PathBuf> = candidates.iter().step_by((candidates.len() / 80).max(1)).cloned().collect();
+    let sample: Vec<PathBuf> = candidates
+        .iter()
+        .step_by((candidates.len() / 80).max(1))
+        .cloned()
+        .collect();
     assert!(sample.len() >= 50, "sample of {} modules", sample.len());
     let groups: Vec<Vec<PathBuf>> = sample.iter().map(|p| vec![p.clone()]).collect();
     let theirs = kernel_verdicts(&target.release, &groups);
     let ours = our_verdicts(&fx, &target.release, &sample, true);
     let (n, loaded) = assert_agree(&target.release, &ours, &theirs);
-    assert!(loaded > 0 && loaded < n, "the sample should have mixed verdicts ({loaded} of {n} loaded)");
+    assert!(
+        loaded > 0 && loaded < n,
+        "the sample should have mixed verdicts ({loaded} of {n} loaded)"
+    );
     eprintln!(
         "{} -> {}: {n} in-tree modules, {loaded} loaded, kmodkit agrees on all",
         set.release, target.release

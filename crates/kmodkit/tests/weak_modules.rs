@@ -56,15 +56,30 @@ fn fake_root(fx: &Fixtures, kernels: &[&Kernel], base: &Kernel, root: &Path) {
         let dir = root.join("lib/modules").join(&k.release);
         std::fs::create_dir_all(&dir).unwrap();
         symlink(fx.module_dir(k).join("kernel"), dir.join("kernel")).unwrap();
-        for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+        for f in [
+            "modules.order",
+            "modules.builtin",
+            "modules.builtin.modinfo",
+        ] {
             std::fs::copy(fx.module_dir(k).join(f), dir.join(f)).unwrap();
         }
-        let hdr = root.join("usr/src").join(format!("linux-headers-{}", k.release));
+        let hdr = root
+            .join("usr/src")
+            .join(format!("linux-headers-{}", k.release));
         std::fs::create_dir_all(&hdr).unwrap();
         std::fs::copy(fx.module_symvers(k), hdr.join("Module.symvers")).unwrap();
-        assert!(kmodkit().args(["depmod", "-b"]).arg(root).arg(&k.release).status().unwrap().success());
+        assert!(kmodkit()
+            .args(["depmod", "-b"])
+            .arg(root)
+            .arg(&k.release)
+            .status()
+            .unwrap()
+            .success());
     }
-    let extra = root.join("lib/modules").join(&base.release).join("extra/mlnx");
+    let extra = root
+        .join("lib/modules")
+        .join(&base.release)
+        .join("extra/mlnx");
     std::fs::create_dir_all(&extra).unwrap();
     for m in MLX {
         let src = fx.module_dir(base).join("kernel").join(m);
@@ -73,7 +88,11 @@ fn fake_root(fx: &Fixtures, kernels: &[&Kernel], base: &Kernel, root: &Path) {
     // One module the kernels do not ship themselves: depmod must index its
     // weak-updates link (in-tree modules of the same name keep priority
     // over weak-updates under kmod's default and RHEL's search orders).
-    std::fs::copy(fx.module_dir(base).join("kernel/drivers/net/dummy.ko"), extra.join(VENDOR_ONLY)).unwrap();
+    std::fs::copy(
+        fx.module_dir(base).join("kernel/drivers/net/dummy.ko"),
+        extra.join(VENDOR_ONLY),
+    )
+    .unwrap();
 }
 
 const VENDOR_ONLY: &str = "kmk_vendor_dummy.ko";
@@ -83,7 +102,11 @@ fn extra_paths(root: &Path, base: &Kernel) -> String {
         .copied()
         .chain(std::iter::once(VENDOR_ONLY))
         .map(|m| {
-            let base_name = Path::new(m).file_name().unwrap().to_string_lossy().into_owned();
+            let base_name = Path::new(m)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             root.join("lib/modules")
                 .join(&base.release)
                 .join("extra/mlnx")
@@ -97,12 +120,25 @@ fn extra_paths(root: &Path, base: &Kernel) -> String {
 
 fn weak(root: &Path, args: &[&str], stdin: &str, fault: Option<String>) -> std::process::Output {
     let mut cmd = kmodkit();
-    cmd.arg("weak-modules").arg("--basedir").arg(root).args(args);
+    cmd.arg("weak-modules")
+        .arg("--basedir")
+        .arg(root)
+        .args(args);
     if let Some(f) = fault {
         cmd.env("KMODKIT_FAULT", f);
     }
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -116,7 +152,10 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
             let rel = p.strip_prefix(base).unwrap().to_path_buf();
             let m = std::fs::symlink_metadata(&p).unwrap();
             if m.file_type().is_symlink() {
-                out.insert(rel, format!("-> {}", std::fs::read_link(&p).unwrap().display()));
+                out.insert(
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                );
             } else if m.is_dir() {
                 out.insert(rel.clone(), "dir".into());
                 walk(&p, base, out);
@@ -131,21 +170,43 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
 }
 
 fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+    data.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn links(root: &Path, k: &Kernel) -> BTreeMap<PathBuf, String> {
-    snapshot(&root.join("lib/modules").join(&k.release).join("weak-updates"))
-        .into_iter()
-        .filter(|(_, v)| v.starts_with("->"))
-        .collect()
+    snapshot(
+        &root
+            .join("lib/modules")
+            .join(&k.release)
+            .join("weak-updates"),
+    )
+    .into_iter()
+    .filter(|(_, v)| v.starts_with("->"))
+    .collect()
 }
 
 fn index_matches_kmod(root: &Path, k: &Kernel) {
     // kmod's depmod on the same tree (written to stdout) must equal ours.
-    let ours = std::fs::read(root.join("lib/modules").join(&k.release).join("modules.dep")).unwrap();
-    let kmod = Command::new("depmod").arg("-n").arg("-b").arg(root).arg(&k.release).output().unwrap();
-    let dep_end = kmod.stdout.windows(2).position(|w| w == b"# ").unwrap_or(kmod.stdout.len());
+    let ours = std::fs::read(
+        root.join("lib/modules")
+            .join(&k.release)
+            .join("modules.dep"),
+    )
+    .unwrap();
+    let kmod = Command::new("depmod")
+        .arg("-n")
+        .arg("-b")
+        .arg(root)
+        .arg(&k.release)
+        .output()
+        .unwrap();
+    let dep_end = kmod
+        .stdout
+        .windows(2)
+        .position(|w| w == b"# ")
+        .unwrap_or(kmod.stdout.len());
     assert_eq!(
         String::from_utf8_lossy(&kmod.stdout[..dep_end]),
         String::from_utf8_lossy(&ours),
@@ -157,27 +218,55 @@ fn index_matches_kmod(root: &Path, k: &Kernel) {
 fn links_follow_the_loader_and_the_index_follows_the_links() {
     let fx = Fixtures::load();
     let (base, same, other) = pick(&fx);
-    let twelve = fx.kernels.iter().find(|k| k.series == "6.12").unwrap().clone();
+    let twelve = fx
+        .kernels
+        .iter()
+        .find(|k| k.series == "6.12")
+        .unwrap()
+        .clone();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     fake_root(&fx, &[&base, &same, &other, &twelve], &base, root);
 
     // --dry-run writes nothing at all.
     let before = snapshot(root);
-    let r = weak(root, &["--add-modules", "--dry-run", "--verbose"], &extra_paths(root, &base), None);
+    let r = weak(
+        root,
+        &["--add-modules", "--dry-run", "--verbose"],
+        &extra_paths(root, &base),
+        None,
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let said = String::from_utf8_lossy(&r.stdout);
     assert!(said.contains("would link"), "{said}");
     assert_eq!(snapshot(root), before, "--dry-run changed the filesystem");
 
-    let r = weak(root, &["--add-modules", "--verbose"], &extra_paths(root, &base), None);
+    let r = weak(
+        root,
+        &["--add-modules", "--verbose"],
+        &extra_paths(root, &base),
+        None,
+    );
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     // Identical CRCs: all four linked; another module_layout or 6.12: none.
-    assert_eq!(links(root, &same).len(), MLX.len() + 1, "{}", String::from_utf8_lossy(&r.stdout));
+    assert_eq!(
+        links(root, &same).len(),
+        MLX.len() + 1,
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
     assert!(links(root, &other).is_empty());
     assert!(links(root, &twelve).is_empty());
-    let dep = std::fs::read_to_string(root.join("lib/modules").join(&same.release).join("modules.dep")).unwrap();
-    assert!(dep.contains("weak-updates/mlnx/kmk_vendor_dummy.ko"), "index not regenerated");
+    let dep = std::fs::read_to_string(
+        root.join("lib/modules")
+            .join(&same.release)
+            .join("modules.dep"),
+    )
+    .unwrap();
+    assert!(
+        dep.contains("weak-updates/mlnx/kmk_vendor_dummy.ko"),
+        "index not regenerated"
+    );
     index_matches_kmod(root, &same);
 
     // --remove-modules takes them away again.
@@ -195,28 +284,50 @@ fn a_crash_at_any_point_leaves_old_or_new_links_with_their_index() {
     let root = tmp.path();
     fake_root(&fx, &[&base, &same], &base, root);
     let kdir = root.join("lib/modules").join(&same.release);
-    let state = |root: &Path| (links(root, &same), std::fs::read(kdir.join("modules.dep")).unwrap());
+    let state = |root: &Path| {
+        (
+            links(root, &same),
+            std::fs::read(kdir.join("modules.dep")).unwrap(),
+        )
+    };
     let old = state(root);
     // The new state, computed once without faults in a copy of the plan.
-    assert!(weak(root, &["--add-kernel", &same.release], "", None).status.success());
+    assert!(weak(root, &["--add-kernel", &same.release], "", None)
+        .status
+        .success());
     let new = state(root);
     assert_ne!(old.0, new.0);
     let reset = |root: &Path| {
-        assert!(weak(root, &["--remove-kernel", &same.release], "", None).status.success());
-        assert!(kmodkit().args(["depmod", "-b"]).arg(root).arg(&same.release).status().unwrap().success());
+        assert!(weak(root, &["--remove-kernel", &same.release], "", None)
+            .status
+            .success());
+        assert!(kmodkit()
+            .args(["depmod", "-b"])
+            .arg(root)
+            .arg(&same.release)
+            .status()
+            .unwrap()
+            .success());
         assert_eq!(state(root), old);
     };
     reset(root);
     let mut crashes = 0;
     for n in 1..60 {
-        let r = weak(root, &["--add-kernel", &same.release], "", Some(format!("any:{n}")));
+        let r = weak(
+            root,
+            &["--add-kernel", &same.release],
+            "",
+            Some(format!("any:{n}")),
+        );
         if r.status.success() {
             assert_eq!(state(root), new, "completed run {n} gave the wrong state");
             break;
         }
         crashes += 1;
         let now = state(root);
-        let staging = root.join("lib/modules").join(format!(".kmodkit-weak-{}.staging", same.release));
+        let staging = root
+            .join("lib/modules")
+            .join(format!(".kmodkit-weak-{}.staging", same.release));
         let committed = staging.join("COMMITTED").exists();
         assert!(
             now == old || committed,
@@ -248,7 +359,11 @@ fn newest_compatible_build_wins() {
         let src = fx.module_dir(&base).join("kernel").join(m);
         std::fs::copy(&src, ndir.join(src.file_name().unwrap())).unwrap();
     }
-    std::fs::copy(fx.module_dir(&base).join("kernel/drivers/net/dummy.ko"), ndir.join(VENDOR_ONLY)).unwrap();
+    std::fs::copy(
+        fx.module_dir(&base).join("kernel/drivers/net/dummy.ko"),
+        ndir.join(VENDOR_ONLY),
+    )
+    .unwrap();
     let r = weak(root, &["--add-kernel", &same.release], "", None);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let l = links(root, &same);
@@ -264,8 +379,15 @@ fn kernel_install_hooks_work_on_a_fake_root() {
     let root = tmp.path();
     fake_root(&fx, &[&base, &same], &base, root);
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hooks");
-    let bin = Path::new(env!("CARGO_BIN_EXE_kmodkit")).parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let bin = Path::new(env!("CARGO_BIN_EXE_kmodkit"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     // Debian: /etc/kernel/postinst.d/<hook> VERSION IMAGE
     let r = Command::new(hooks.join("kernel/postinst.d/zz-kmodkit-weak-modules"))
         .arg(&same.release)
