@@ -128,6 +128,19 @@ pub fn decompress(
     bytes: &[u8],
     limit: u64,
 ) -> Result<Vec<u8>, DecompressError> {
+    let mut out = Vec::new();
+    decompress_into(format, bytes, limit, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decompress`], into a caller's buffer (cleared first), so a
+/// thread decompressing thousands of modules reuses one allocation.
+pub fn decompress_into(
+    format: Compression,
+    bytes: &[u8],
+    limit: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), DecompressError> {
     let corrupt = |e: std::io::Error| DecompressError::Corrupt {
         format,
         detail: e.to_string(),
@@ -139,16 +152,17 @@ pub fn decompress(
         .unwrap_or(bytes.len() as u64 * 3)
         .min(limit)
         .saturating_add(1);
-    let mut out = Vec::with_capacity(capacity as usize);
+    out.clear();
+    out.reserve(capacity as usize);
     let read = match format {
         Compression::None => {
             out.extend_from_slice(bytes);
-            return Ok(out);
+            return Ok(());
         }
         Compression::Gzip => {
             // MultiGzDecoder: `gzip` output of concatenated members is one stream.
             let dec = flate2::read::MultiGzDecoder::new(bytes);
-            dec.take(limit.saturating_add(1)).read_to_end(&mut out)
+            dec.take(limit.saturating_add(1)).read_to_end(out)
         }
         Compression::Xz => {
             // kmod and the kernel accept concatenated xz streams.
@@ -164,16 +178,16 @@ pub fn decompress(
                 detail: e.to_string(),
             })?;
             let dec = liblzma::read::XzDecoder::new_stream(bytes, stream);
-            dec.take(limit.saturating_add(1)).read_to_end(&mut out)
+            dec.take(limit.saturating_add(1)).read_to_end(out)
         }
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::with_buffer(bytes).map_err(corrupt)?;
-            dec.take(limit.saturating_add(1)).read_to_end(&mut out)
+            dec.take(limit.saturating_add(1)).read_to_end(out)
         }
     };
     read.map_err(corrupt)?;
     if out.len() as u64 > limit {
         return Err(DecompressError::TooLarge { format, limit });
     }
-    Ok(out)
+    Ok(())
 }

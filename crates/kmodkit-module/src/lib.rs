@@ -146,12 +146,25 @@ pub fn read_module_mapped(path: impl AsRef<Path>, limit: u64) -> Result<Module, 
     if compression == Compression::None {
         return Module::parse(&map).map_err(|e| err(e.into()));
     }
-    let data = compression::decompress(compression, &map, limit).map_err(|e| err(e.into()))?;
-    Module::parse(&data).map_err(|source| {
-        err(ErrorKind::CompressedNotElf {
-            compression,
-            source,
-        })
+    // One buffer per thread, reused from module to module: no fresh
+    // allocation (and page faults) per decompressed module.
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|buf| {
+        let mut data = buf.borrow_mut();
+        compression::decompress_into(compression, &map, limit, &mut data).map_err(|e| err(e.into()))?;
+        let parsed = Module::parse(&data).map_err(|source| {
+            err(ErrorKind::CompressedNotElf {
+                compression,
+                source,
+            })
+        });
+        // Keep a typical module's worth; give a giant one's memory back.
+        if data.capacity() > 64 << 20 {
+            *data = Vec::new();
+        }
+        parsed
     })
 }
 
