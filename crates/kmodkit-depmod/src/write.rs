@@ -77,6 +77,18 @@ fn install(module_dir: &Path, staging: &Path) -> Result<(), DepmodError> {
 /// Writes `files` into `module_dir` as one set (see the module docs).
 pub fn write_set(module_dir: &Path, files: &[OutputFile]) -> Result<(), DepmodError> {
     recover(module_dir)?;
+    // Already installed, byte for byte: nothing to replace. modules.dep
+    // still gets a fresh mtime, which `depmod -A` compares against.
+    let unchanged = files
+        .iter()
+        .all(|f| fs::read(module_dir.join(f.name)).is_ok_and(|old| old == f.contents));
+    if unchanged {
+        let dep = module_dir.join("modules.dep");
+        if let Ok(file) = File::options().append(true).open(&dep) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
+        return Ok(());
+    }
     let staging = module_dir.join(STAGING_DIR);
     fs::create_dir(&staging).map_err(io_err(&staging))?;
     for f in files {
