@@ -177,13 +177,22 @@ struct Candidate {
 /// Collects module files from files and directories (recursively).
 pub fn collect_modules(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?
+        // d_type from readdir; only symlinks need a stat.
+        let mut entries: Vec<(PathBuf, bool)> = std::fs::read_dir(dir)?
             .flatten()
-            .map(|e| e.path())
+            .map(|e| {
+                let p = e.path();
+                let is_dir = match e.file_type() {
+                    Ok(t) if t.is_symlink() => p.is_dir(),
+                    Ok(t) => t.is_dir(),
+                    Err(_) => false,
+                };
+                (p, is_dir)
+            })
             .collect();
         entries.sort();
-        for p in entries {
-            if p.is_dir() {
+        for (p, is_dir) in entries {
+            if is_dir {
                 walk(&p, out)?;
             } else if is_module_path(&p) {
                 out.push(p);

@@ -206,7 +206,8 @@ pub struct TreeScan {
     pub dir: String,
     pub config: DepmodConfig,
     found: Vec<Found>,
-    keys: Vec<CacheKey>,
+    /// File identities, read on first need (fingerprint, loading).
+    keys: Option<Vec<CacheKey>>,
     by_name: HashMap<String, usize>,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -255,7 +256,26 @@ impl TreeScan {
     /// configuration, the kernel symbol file, the tree's metadata files and
     /// every module file's path and identity (size, mtime, inode, device).
     /// Equal fingerprints mean equal output.
-    pub fn fingerprint(&self) -> u64 {
+    /// Stats every module file (in parallel), once.
+    fn ensure_keys(&mut self) -> Result<(), DepmodError> {
+        if self.keys.is_none() {
+            let keys = self
+                .found
+                .par_iter()
+                .map(|f| {
+                    CacheKey::of(Path::new(f.read_path())).map_err(|source| DepmodError::Io {
+                        path: PathBuf::from(&f.path),
+                        source,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.keys = Some(keys);
+        }
+        Ok(())
+    }
+
+    pub fn fingerprint(&mut self) -> Result<u64, DepmodError> {
+        self.ensure_keys()?;
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let o = &self.options;
@@ -286,13 +306,13 @@ impl TreeScan {
         ] {
             file_key(&Path::new(&self.dir).join(f)).hash(&mut h);
         }
-        for (f, k) in self.found.iter().zip(&self.keys) {
+        for (f, k) in self.found.iter().zip(self.keys.as_deref().unwrap_or(&[])) {
             (
                 &f.path, &f.relpath, &f.name, k.size, k.mtime_ns, k.inode, k.dev,
             )
                 .hash(&mut h);
         }
-        h.finish()
+        Ok(h.finish())
     }
 }
 
@@ -387,15 +407,6 @@ impl ModuleTree {
             explicit_modules(&dir, &options.modules)?
         };
         let found = order_modules(&dir, found, &mut diagnostics);
-        let keys = found
-            .par_iter()
-            .map(|f| {
-                CacheKey::of(Path::new(f.read_path())).map_err(|source| DepmodError::Io {
-                    path: PathBuf::from(&f.path),
-                    source,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         profile("scan and order", t0);
         let by_name = found
             .iter()
@@ -407,14 +418,15 @@ impl ModuleTree {
             dir,
             config,
             found,
-            keys,
+            keys: None,
             by_name,
             diagnostics,
         })
     }
 
     /// Reads the scanned modules and resolves symbols and dependencies.
-    pub fn from_scan(scan: TreeScan) -> Result<ModuleTree, DepmodError> {
+    pub fn from_scan(mut scan: TreeScan) -> Result<ModuleTree, DepmodError> {
+        scan.ensure_keys()?;
         let TreeScan {
             options,
             dir,
@@ -434,7 +446,7 @@ impl ModuleTree {
             options,
         };
         let t = std::time::Instant::now();
-        let records = tree.load_records(&found, &keys)?;
+        let records = tree.load_records(&found, keys.as_deref().unwrap_or(&[]))?;
         profile("load records", t);
         tree.modules = found
             .into_iter()

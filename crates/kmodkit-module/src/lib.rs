@@ -23,6 +23,7 @@
 pub mod compression;
 pub mod elf;
 pub mod signature;
+pub mod sparse;
 
 use std::path::{Path, PathBuf};
 
@@ -139,6 +140,10 @@ pub fn read_module_mapped(path: impl AsRef<Path>, limit: u64) -> Result<Module, 
     if len == 0 {
         return Module::parse(&[]).map_err(|e| err(e.into()));
     }
+    // A plain module: read just the parts the parser uses.
+    if let Some(buf) = sparse::read(&file, len).map_err(|e| err(e.into()))? {
+        return Module::parse(&buf).map_err(|e| err(e.into()));
+    }
     // SAFETY: the mapping is read-only and private; the documented
     // precondition is that nobody truncates the file meanwhile.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| err(e.into()))?;
@@ -153,7 +158,8 @@ pub fn read_module_mapped(path: impl AsRef<Path>, limit: u64) -> Result<Module, 
     }
     BUFFER.with(|buf| {
         let mut data = buf.borrow_mut();
-        compression::decompress_into(compression, &map, limit, &mut data).map_err(|e| err(e.into()))?;
+        compression::decompress_into(compression, &map, limit, &mut data)
+            .map_err(|e| err(e.into()))?;
         let parsed = Module::parse(&data).map_err(|source| {
             err(ErrorKind::CompressedNotElf {
                 compression,

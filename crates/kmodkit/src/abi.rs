@@ -53,14 +53,19 @@ pub struct AbiCheckArgs {
 /// Exit codes: 0 all compatible, 1 some not; errors become 2 in main.
 pub fn run(cmd: &AbiCommand) -> Result<u8> {
     let AbiCommand::Check(args) = cmd;
+    let t = std::time::Instant::now();
     let files = collect_modules(&args.modules).context("cannot list the modules to check")?;
+    kmodkit_depmod::tree::profile("collect", t);
     if files.is_empty() {
         anyhow::bail!(
             "no module files (.ko, .ko.xz, .ko.zst, .ko.gz) in {:?}",
             args.modules
         );
     }
+    let t = std::time::Instant::now();
     let target = Target::load(&args.root, &args.kernel, args.symvers.as_deref())?;
+    kmodkit_depmod::tree::profile("target", t);
+    let t = std::time::Instant::now();
     let verdicts = if args.independent {
         files
             .iter()
@@ -69,6 +74,7 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
     } else {
         check(&target, &files, &args.placement)
     };
+    kmodkit_depmod::tree::profile("check", t);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {

@@ -172,10 +172,13 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
     }
 
     let cache_dir = opts.cache.clone();
-    let scan = ModuleTree::scan(opts)?;
+    let mut scan = ModuleTree::scan(opts)?;
     // Fast path: an unchanged tree (same fingerprint) gets the files of the
     // last run without reading any module.
-    let fingerprint = cache_dir.as_ref().map(|_| scan.fingerprint());
+    let fingerprint = match &cache_dir {
+        Some(_) => Some(scan.fingerprint()?),
+        None => None,
+    };
     if let (Some(cdir), Some(fp), false, false) = (&cache_dir, fingerprint, args.verbose, args.warn)
     {
         if let Some(cached) = CachedOutput::load(cdir, &dir, fp) {
