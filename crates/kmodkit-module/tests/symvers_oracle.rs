@@ -143,3 +143,34 @@ fn exported_crcs_equal_module_symvers_for_every_kernel() {
     }
     assert!(checked > 0);
 }
+
+/// The sparse reader (only the sections the parser uses, read with pread)
+/// gives exactly what a full read gives, for every module of every tree.
+#[test]
+fn sparse_and_mapped_reads_equal_full_reads() {
+    let root = fixture_root();
+    let mut compared = 0usize;
+    for kver in kernels(&root) {
+        let mut files = Vec::new();
+        walk(
+            &root.join("lib/modules").join(&kver).join("kernel"),
+            &mut files,
+        );
+        for file in files.iter().step_by(3) {
+            let (_, full) = read_module(file).unwrap_or_else(|e| panic!("{e}"));
+            let fast = kmodkit_module::read_module_mapped(
+                file,
+                kmodkit_module::compression::DEFAULT_LIMIT,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                format!("{full:?}"),
+                format!("{fast:?}"),
+                "{}",
+                file.display()
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 5000, "only {compared} modules compared");
+}
