@@ -31,28 +31,18 @@ pub enum SymversError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {detail}", path.display())]
-    Decompress { path: PathBuf, detail: String },
     #[error("{}:{line}: malformed row (expected 0xCRC, symbol, module, export type)", path.display())]
     Malformed { path: PathBuf, line: usize },
 }
 
 impl SymbolTable {
     pub fn load(path: &Path) -> Result<SymbolTable, SymversError> {
-        use kmodkit_module::compression::{decompress, Compression, DEFAULT_LIMIT};
-        let bytes = std::fs::read(path).map_err(|source| SymversError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let format = Compression::detect(&bytes);
-        let bytes = if format == Compression::None {
-            bytes
-        } else {
-            decompress(format, &bytes, DEFAULT_LIMIT).map_err(|e| SymversError::Decompress {
+        let bytes = kmodkit_module::compression::read_maybe_compressed(path).map_err(|source| {
+            SymversError::Io {
                 path: path.to_path_buf(),
-                detail: e.to_string(),
-            })?
-        };
+                source,
+            }
+        })?;
         let text = String::from_utf8_lossy(&bytes);
         let mut exports = HashMap::with_capacity(32 * 1024);
         for (n, line) in text.lines().enumerate() {

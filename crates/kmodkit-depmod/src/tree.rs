@@ -818,20 +818,12 @@ pub fn profile(step: &str, since: std::time::Instant) {
 /// Reads a symbol file; a compressed one (RHEL's `/boot/symvers-K.gz`,
 /// `symvers.xz`) is expanded first.
 fn read_text(path: &Path) -> Result<String, DepmodError> {
-    use kmodkit_module::compression::{decompress, Compression, DEFAULT_LIMIT};
-    let bytes = std::fs::read(path).map_err(|source| DepmodError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let format = Compression::detect(&bytes);
-    let bytes = if format == Compression::None {
-        bytes
-    } else {
-        decompress(format, &bytes, DEFAULT_LIMIT).map_err(|e| DepmodError::Io {
+    let bytes = kmodkit_module::compression::read_maybe_compressed(path).map_err(|source| {
+        DepmodError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })?
-    };
+            source,
+        }
+    })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -3,28 +3,13 @@
 //! module of each fetched tree whose closure has no soft dependencies.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::Command;
 
 use kmodkit_depmod::{ModuleTree, TreeOptions};
 
-fn fixture_root() -> PathBuf {
-    let cache = std::env::var_os("KMODKIT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-                });
-            base.join("kmodkit")
-        });
-    cache.join("root")
-}
-
 #[test]
 fn load_order_matches_modprobe_show_depends() {
-    let root = fixture_root();
+    let root = kmodkit_fixtures::fixture_root();
     let list = std::fs::read_to_string(root.join("kernels.list")).unwrap_or_else(|e| {
         panic!(
             "{}/kernels.list: {e}; run scripts/fixtures first",

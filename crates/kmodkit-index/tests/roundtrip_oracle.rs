@@ -2,28 +2,12 @@
 //! back and rebuilt with `IndexBuilder`: the bytes must be identical, which
 //! proves reader and writer follow kmod's format and node order exactly.
 
-use std::path::PathBuf;
-
 use kmodkit_index::writer::IndexBuilder;
 use kmodkit_index::Index;
 
-fn fixture_root() -> PathBuf {
-    let cache = std::env::var_os("KMODKIT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-                });
-            base.join("kmodkit")
-        });
-    cache.join("root")
-}
-
 #[test]
 fn rebuilding_kmod_indexes_gives_identical_bytes() {
-    let root = fixture_root();
+    let root = kmodkit_fixtures::fixture_root();
     let list = std::fs::read_to_string(root.join("kernels.list")).unwrap_or_else(|e| {
         panic!(
             "{}/kernels.list: {e}; run scripts/fixtures first",

@@ -122,6 +122,19 @@ fn xz_uncompressed_size(bytes: &[u8]) -> Option<u64> {
     Some(total)
 }
 
+/// Reads a file that may be compressed (gzip, xz or zstd, by magic), such
+/// as RHEL's `symvers-K.gz`, and returns its expanded bytes. Decompression
+/// problems come back as `InvalidData` errors.
+pub fn read_maybe_compressed(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)?;
+    let format = Compression::detect(&bytes);
+    if format == Compression::None {
+        return Ok(bytes);
+    }
+    decompress(format, &bytes, DEFAULT_LIMIT)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Expands `bytes` (in `format`) into a new buffer, at most `limit` bytes.
 pub fn decompress(
     format: Compression,

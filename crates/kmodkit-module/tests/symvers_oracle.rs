@@ -8,27 +8,10 @@ use std::path::{Path, PathBuf};
 
 use kmodkit_module::read_module;
 
-fn fixture_root() -> PathBuf {
-    let cache = std::env::var_os("KMODKIT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-                });
-            base.join("kmodkit")
-        });
-    cache.join("root")
-}
-
-fn kernels(root: &Path) -> Vec<String> {
-    let list = root.join("kernels.list");
-    let text = std::fs::read_to_string(&list)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/fixtures first", list.display()));
-    text.lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
+fn kernels(_root: &Path) -> Vec<String> {
+    kmodkit_fixtures::kernels()
+        .into_iter()
+        .map(|(k, _)| k)
         .collect()
 }
 
@@ -77,7 +60,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn exported_crcs_equal_module_symvers_for_every_kernel() {
-    let root = fixture_root();
+    let root = kmodkit_fixtures::fixture_root();
     let mut checked = 0usize;
     for kver in kernels(&root) {
         let symvers = root.join(format!("usr/src/linux-headers-{kver}/Module.symvers"));
@@ -148,7 +131,7 @@ fn exported_crcs_equal_module_symvers_for_every_kernel() {
 /// gives exactly what a full read gives, for every module of every tree.
 #[test]
 fn sparse_and_mapped_reads_equal_full_reads() {
-    let root = fixture_root();
+    let root = kmodkit_fixtures::fixture_root();
     let mut compared = 0usize;
     for kver in kernels(&root) {
         let mut files = Vec::new();

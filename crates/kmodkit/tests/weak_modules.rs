@@ -417,3 +417,58 @@ fn kernel_install_hooks_work_on_a_fake_root() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(links(root, &same).len(), MLX.len() + 1);
 }
+
+/// The initramfs is rebuilt only when a module whose link changed is inside
+/// it; off the live root (or without dracut) kmodkit says what would run.
+#[test]
+fn initramfs_rebuilt_only_when_a_changed_module_is_inside() {
+    let fx = Fixtures::load();
+    let (base, same, _) = pick(&fx);
+    for (inside, expect_rebuild) in [
+        ("lib/modules/K/weak-updates/mlnx/kmk_vendor_dummy.ko", true),
+        ("lib/modules/K/kernel/drivers/net/veth.ko", false),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fake_root(&fx, &[&base, &same], &base, &root);
+        // An image holding one module file (its content does not matter).
+        let tree = tmp.path().join("image-tree");
+        let file = tree.join(inside.replace('K', &same.release));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"module").unwrap();
+        std::fs::create_dir_all(root.join("boot")).unwrap();
+        let image = root
+            .join("boot")
+            .join(format!("initrd.img-{}", same.release));
+        let c = kmodkit()
+            .args(["initrd", "create", "-o"])
+            .arg(&image)
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+        let r = weak(&root, &["--add-kernel", &same.release], "", None);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let said = String::from_utf8_lossy(&r.stdout);
+        assert_eq!(
+            said.contains(&format!(
+                "would run: dracut -f {} {}",
+                image.display(),
+                same.release
+            )),
+            expect_rebuild,
+            "image holding {inside}: {said}"
+        );
+        // --no-initramfs never considers it.
+        assert!(weak(&root, &["--remove-kernel", &same.release], "", None)
+            .status
+            .success());
+        let r = weak(
+            &root,
+            &["--add-kernel", &same.release, "--no-initramfs"],
+            "",
+            None,
+        );
+        assert!(!String::from_utf8_lossy(&r.stdout).contains("would run"));
+    }
+}

@@ -23,33 +23,11 @@ pub struct Fixtures {
 
 impl Fixtures {
     pub fn load() -> Fixtures {
-        let cache = std::env::var_os("KMODKIT_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let base = std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| {
-                        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-                    });
-                base.join("kmodkit")
-            });
-        let root = cache.join("root");
+        let root = kmodkit_fixtures::fixture_root();
         let list = root.join("kernels.list");
-        let text = std::fs::read_to_string(&list).unwrap_or_else(|e| {
-            panic!(
-                "real-kernel fixtures missing ({}: {e}); run scripts/fixtures first (the README's test command does)",
-                list.display()
-            )
-        });
-        let kernels: Vec<Kernel> = text
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.split_whitespace();
-                Some(Kernel {
-                    release: it.next()?.to_string(),
-                    series: it.next()?.to_string(),
-                })
-            })
+        let kernels: Vec<Kernel> = kmodkit_fixtures::kernels()
+            .into_iter()
+            .map(|(release, series)| Kernel { release, series })
             .collect();
         assert!(
             kernels.iter().any(|k| k.series == "6.1") && kernels.iter().any(|k| k.series == "6.12"),
