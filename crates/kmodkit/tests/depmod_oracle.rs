@@ -25,20 +25,8 @@ const INDEX_FILES: [&str; 10] = [
     "modules.devname",
 ];
 
-/// A scratch root whose `lib/modules/K/kernel` links to the fixture tree,
-/// with the metadata files depmod reads copied beside it.
 fn scratch_tree(fx: &Fixtures, k: &Kernel, root: &Path) -> PathBuf {
-    let dir = root.join("lib/modules").join(&k.release);
-    std::fs::create_dir_all(&dir).unwrap();
-    symlink(fx.module_dir(k).join("kernel"), dir.join("kernel")).unwrap();
-    for f in [
-        "modules.order",
-        "modules.builtin",
-        "modules.builtin.modinfo",
-    ] {
-        std::fs::copy(fx.module_dir(k).join(f), dir.join(f)).unwrap();
-    }
-    dir
+    common::link_tree(fx, k, root)
 }
 
 fn run_kmod(root: &Path, k: &str, extra: &[&str]) -> std::process::Output {

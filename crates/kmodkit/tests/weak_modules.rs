@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -53,16 +52,7 @@ fn pick(fx: &Fixtures) -> (Kernel, Kernel, Kernel) {
 /// modules copied into `base/extra/mlnx/` as a vendor package would.
 fn fake_root(fx: &Fixtures, kernels: &[&Kernel], base: &Kernel, root: &Path) {
     for k in kernels {
-        let dir = root.join("lib/modules").join(&k.release);
-        std::fs::create_dir_all(&dir).unwrap();
-        symlink(fx.module_dir(k).join("kernel"), dir.join("kernel")).unwrap();
-        for f in [
-            "modules.order",
-            "modules.builtin",
-            "modules.builtin.modinfo",
-        ] {
-            std::fs::copy(fx.module_dir(k).join(f), dir.join(f)).unwrap();
-        }
+        common::link_tree(fx, k, root);
         let hdr = root
             .join("usr/src")
             .join(format!("linux-headers-{}", k.release));
@@ -76,21 +66,29 @@ fn fake_root(fx: &Fixtures, kernels: &[&Kernel], base: &Kernel, root: &Path) {
             .unwrap()
             .success());
     }
-    let extra = root
-        .join("lib/modules")
-        .join(&base.release)
-        .join("extra/mlnx");
-    std::fs::create_dir_all(&extra).unwrap();
+    vendor_package(
+        fx,
+        base,
+        &root
+            .join("lib/modules")
+            .join(&base.release)
+            .join("extra/mlnx"),
+    );
+}
+
+/// The vendor package: `base`'s mlx4/IB modules, plus one module the
+/// kernels do not ship themselves (depmod must index its weak-updates
+/// link; in-tree modules of the same name keep priority over weak-updates
+/// under kmod's default and RHEL's search orders).
+fn vendor_package(fx: &Fixtures, base: &Kernel, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
     for m in MLX {
         let src = fx.module_dir(base).join("kernel").join(m);
-        std::fs::copy(&src, extra.join(src.file_name().unwrap())).unwrap();
+        std::fs::copy(&src, dest.join(src.file_name().unwrap())).unwrap();
     }
-    // One module the kernels do not ship themselves: depmod must index its
-    // weak-updates link (in-tree modules of the same name keep priority
-    // over weak-updates under kmod's default and RHEL's search orders).
     std::fs::copy(
         fx.module_dir(base).join("kernel/drivers/net/dummy.ko"),
-        extra.join(VENDOR_ONLY),
+        dest.join(VENDOR_ONLY),
     )
     .unwrap();
 }
@@ -353,17 +351,11 @@ fn newest_compatible_build_wins() {
     // A second, "newer" vendor build for the same kernel ABI: a fake kernel
     // directory whose release sorts after base, holding the same files.
     let newer = format!("{}.1", base.release);
-    let ndir = root.join("lib/modules").join(&newer).join("extra/mlnx");
-    std::fs::create_dir_all(&ndir).unwrap();
-    for m in MLX {
-        let src = fx.module_dir(&base).join("kernel").join(m);
-        std::fs::copy(&src, ndir.join(src.file_name().unwrap())).unwrap();
-    }
-    std::fs::copy(
-        fx.module_dir(&base).join("kernel/drivers/net/dummy.ko"),
-        ndir.join(VENDOR_ONLY),
-    )
-    .unwrap();
+    vendor_package(
+        &fx,
+        &base,
+        &root.join("lib/modules").join(&newer).join("extra/mlnx"),
+    );
     let r = weak(root, &["--add-kernel", &same.release], "", None);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let l = links(root, &same);

@@ -78,6 +78,23 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A scratch module tree for kernel `k` under `root`: `lib/modules/K/kernel`
+/// links to the fixture tree, the metadata files depmod reads are copied
+/// beside it. Returns the module directory.
+pub fn link_tree(fx: &Fixtures, k: &Kernel, root: &Path) -> PathBuf {
+    let dir = root.join("lib/modules").join(&k.release);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(fx.module_dir(k).join("kernel"), dir.join("kernel")).unwrap();
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        std::fs::copy(fx.module_dir(k).join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
 pub fn kmodkit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kmodkit"))
 }

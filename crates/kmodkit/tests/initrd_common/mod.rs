@@ -20,16 +20,7 @@ pub struct RealImage {
 }
 
 fn cache_dir() -> PathBuf {
-    std::env::var_os("KMODKIT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-                });
-            base.join("kmodkit")
-        })
+    kmodkit_fixtures::cache_dir()
 }
 
 /// The images of `scripts/initrd-fixtures`; panics with the command to run
