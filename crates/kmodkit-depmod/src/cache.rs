@@ -218,8 +218,8 @@ fn output_path(cache_dir: &Path, module_dir: &str) -> PathBuf {
     cache_dir.join(format!("{:016x}.depmod-out", fnv1a(module_dir)))
 }
 
-/// Index file names kmodkit writes, to map cached names back to statics.
-const OUTPUT_NAMES: [&str; 10] = [
+/// Every index file depmod writes, in kmod's order.
+pub const OUTPUT_NAMES: [&str; 10] = [
     "modules.dep",
     "modules.dep.bin",
     "modules.alias",

@@ -12,18 +12,7 @@ use std::process::Command;
 
 use common::{kmodkit, output, require_tool, Fixtures, Kernel};
 
-const INDEX_FILES: [&str; 10] = [
-    "modules.dep",
-    "modules.dep.bin",
-    "modules.alias",
-    "modules.alias.bin",
-    "modules.softdep",
-    "modules.symbols",
-    "modules.symbols.bin",
-    "modules.builtin.bin",
-    "modules.builtin.alias.bin",
-    "modules.devname",
-];
+const INDEX_FILES: [&str; 10] = kmodkit_depmod::cache::OUTPUT_NAMES;
 
 fn scratch_tree(fx: &Fixtures, k: &Kernel, root: &Path) -> PathBuf {
     common::link_tree(fx, k, root)

@@ -58,13 +58,7 @@ fn fake_root(fx: &Fixtures, kernels: &[&Kernel], base: &Kernel, root: &Path) {
             .join(format!("linux-headers-{}", k.release));
         std::fs::create_dir_all(&hdr).unwrap();
         std::fs::copy(fx.module_symvers(k), hdr.join("Module.symvers")).unwrap();
-        assert!(kmodkit()
-            .args(["depmod", "-b"])
-            .arg(root)
-            .arg(&k.release)
-            .status()
-            .unwrap()
-            .success());
+        depmod(root, k);
     }
     vendor_package(
         fx,
@@ -91,6 +85,17 @@ fn vendor_package(fx: &Fixtures, base: &Kernel, dest: &Path) {
         dest.join(VENDOR_ONLY),
     )
     .unwrap();
+}
+
+/// `kmodkit depmod -b ROOT K`, which must succeed.
+fn depmod(root: &Path, k: &Kernel) {
+    let status = kmodkit()
+        .args(["depmod", "-b"])
+        .arg(root)
+        .arg(&k.release)
+        .status()
+        .unwrap();
+    assert!(status.success(), "kmodkit depmod {} failed", k.release);
 }
 
 const VENDOR_ONLY: &str = "kmk_vendor_dummy.ko";
@@ -299,13 +304,7 @@ fn a_crash_at_any_point_leaves_old_or_new_links_with_their_index() {
         assert!(weak(root, &["--remove-kernel", &same.release], "", None)
             .status
             .success());
-        assert!(kmodkit()
-            .args(["depmod", "-b"])
-            .arg(root)
-            .arg(&same.release)
-            .status()
-            .unwrap()
-            .success());
+        depmod(root, &same);
         assert_eq!(state(root), old);
     };
     reset(root);
