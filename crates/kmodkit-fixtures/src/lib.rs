@@ -42,3 +42,14 @@ pub fn kernels() -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Asserts that an oracle tool is on PATH, naming the package to install.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "oracle '{tool}' not installed: apt-get install {package} (scripts/fixtures does)"
+    );
+}

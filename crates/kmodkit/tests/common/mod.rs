@@ -108,13 +108,7 @@ pub fn output(cmd: &mut Command) -> (Vec<u8>, bool) {
     (out.stdout, out.status.success())
 }
 
-/// Asserts that an oracle tool exists, with the package to install.
+/// Asserts that an oracle tool exists, naming the package to install.
 pub fn require_tool(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "oracle '{tool}' not installed: apt-get install {package} (scripts/fixtures does)"
-    );
+    kmodkit_fixtures::require_tool(tool, package)
 }

@@ -300,11 +300,5 @@ pub fn assert_same_tree(
 
 /// Asserts that an oracle tool exists, naming the package to install.
 pub fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "oracle '{tool}' not installed: apt-get install {package} (scripts/fixtures does)"
-    );
+    kmodkit_fixtures::require_tool(tool, package)
 }
