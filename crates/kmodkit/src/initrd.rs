@@ -64,6 +64,10 @@ kmodkit initrd create ./root --early ./ucode -o initrd.img\n  kmodkit initrd cre
     /// Show what differs between two images once unpacked
     #[command(after_help = "Exit status: 0 no differences, 1 differences found or an error.")]
     Diff(DiffArgs),
+    /// Put NIC/InfiniBand drivers (with dependencies, firmware, options and network settings) into an existing image
+    AddDrivers(crate::add_drivers::AddDriversArgs),
+    /// Which modules an image carries, which it loads and in what order
+    Modules(crate::add_drivers::ModulesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -248,10 +252,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 // ---------------------------------------------------------------------------
 // Progress bar: only when stderr is a terminal.
 
-struct Bar(Option<indicatif::ProgressBar>);
+pub(crate) struct Bar(Option<indicatif::ProgressBar>);
 
 impl Bar {
-    fn new(what: &str) -> Bar {
+    pub(crate) fn new(what: &str) -> Bar {
         if !io::stderr().is_terminal() {
             return Bar(None);
         }
@@ -357,6 +361,8 @@ pub fn run(args: &InitrdArgs) -> anyhow::Result<bool> {
         InitrdCommand::Create(a) => create_cmd(a),
         InitrdCommand::Repack(a) => repack(a),
         InitrdCommand::Diff(a) => diff_cmd(a),
+        InitrdCommand::AddDrivers(a) => crate::add_drivers::add_drivers(a),
+        InitrdCommand::Modules(a) => crate::add_drivers::modules(a),
     }
 }
 

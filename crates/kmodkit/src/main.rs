@@ -2,6 +2,7 @@
 //! library crates together; all format knowledge lives in the libraries.
 
 mod abi;
+mod add_drivers;
 mod cli;
 mod depmod;
 mod initrd;

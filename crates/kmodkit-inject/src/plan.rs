@@ -1,0 +1,812 @@
+//! From a request to the exact files an image must gain: the resolved
+//! modules at their place in the image's module directory, firmware, the
+//! module index regenerated for the image's new module set (as depmod
+//! would write it inside the image), and the generator's own load list,
+//! module options and network settings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use kmodkit_abi::target::Target;
+use kmodkit_abi::Verdict;
+use kmodkit_depmod::output::render_all;
+use kmodkit_depmod::tree::{profile, ModuleTree, TreeOptions};
+use kmodkit_index::lookup::ModuleDirectory;
+use kmodkit_initramfs::read::Progress;
+use serde::Serialize;
+
+use crate::image::{Generator, ImageFacts, Node};
+use crate::net::NetConfig;
+use crate::resolve::{self, Resolution, ResolveOptions};
+use crate::InjectError;
+
+/// `--option MOD:PARAM=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleOption {
+    pub module: String,
+    pub param: String,
+    pub value: String,
+}
+
+impl FromStr for ModuleOption {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err =
+            || format!("'{s}': expected MODULE:PARAM=VALUE, e.g. ib_ipoib:send_queue_size=256");
+        let (module, rest) = s.split_once(':').ok_or_else(err)?;
+        let (param, value) = rest.split_once('=').ok_or_else(err)?;
+        if module.is_empty()
+            || param.is_empty()
+            || value.contains(char::is_whitespace) && !value.starts_with('"')
+        {
+            return Err(err());
+        }
+        Ok(ModuleOption {
+            module: module.replace('-', "_"),
+            param: param.to_string(),
+            value: value.to_string(),
+        })
+    }
+}
+
+/// What add-drivers is asked to do.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub image: PathBuf,
+    /// Root of the system the modules come from (`/` normally).
+    pub root: PathBuf,
+    /// Release of the source modules; the image's own when `None`.
+    pub kernel: Option<String>,
+    pub drivers: Vec<String>,
+    pub options: Vec<ModuleOption>,
+    pub firmware: bool,
+    pub companions: bool,
+    pub net: Option<NetConfig>,
+    /// Add modules the ABI check refuses.
+    pub force: bool,
+    pub max_output: u64,
+    /// depmod.d configuration for the image's index (empty: depmod's
+    /// defaults, as the generators ran it).
+    pub depmod_config: Vec<PathBuf>,
+}
+
+/// Where an added file's bytes come from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    /// A file on the host (modules, firmware).
+    Source(PathBuf),
+    /// Written by kmodkit (index, configuration).
+    Generated(#[serde(skip)] Vec<u8>),
+}
+
+/// One file the image gains (or whose content changes).
+#[derive(Debug, Clone, Serialize)]
+pub struct Addition {
+    /// Canonical path in the image (no symlinked components).
+    pub path: String,
+    pub content: Content,
+    pub mode: u32,
+    /// What it is, for the report.
+    pub what: String,
+}
+
+/// Everything that will be done, with the reasons.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub image: PathBuf,
+    pub image_kernel: String,
+    pub source_kernel: String,
+    pub generator: Generator,
+    pub resolution: Resolution,
+    /// Modules the image already carries byte for byte.
+    pub already_in_image: Vec<String>,
+    /// ABI verdicts of the modules the check refused (added only with
+    /// `--force`).
+    pub refused: Vec<Verdict>,
+    /// How ABI compatibility was decided.
+    pub abi_check: String,
+    /// Modules the image loads explicitly, in order.
+    pub load_list: Vec<String>,
+    /// Where the load list, options and network settings went.
+    pub mechanism: Vec<String>,
+    pub warnings: Vec<String>,
+    pub additions: Vec<Addition>,
+    #[serde(skip)]
+    pub facts: ImageFacts,
+    #[serde(skip)]
+    pub scratch: tempfile::TempDir,
+}
+
+const MARK_BEGIN: &str = "# kmodkit initrd add-drivers: begin";
+const MARK_END: &str = "# kmodkit initrd add-drivers: end";
+
+/// `text` with kmodkit's block replaced by `block` (appended when absent).
+fn with_block(text: &str, block: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line == MARK_BEGIN {
+            inside = true;
+        } else if line == MARK_END {
+            inside = false;
+        } else if !inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(MARK_BEGIN);
+    out.push('\n');
+    out.push_str(block);
+    out.push_str(MARK_END);
+    out.push('\n');
+    out
+}
+
+/// A scratch directory in memory when possible: the image's module
+/// directory is unpacked there (hundreds of files), which costs far more
+/// on a disk-backed /tmp. `TMPDIR` wins when set.
+pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, InjectError> {
+    let base = match std::env::var_os("TMPDIR") {
+        Some(t) => PathBuf::from(t),
+        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+        None => std::env::temp_dir(),
+    };
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .or_else(|_| tempfile::Builder::new().prefix(prefix).tempdir())
+        .map_err(|source| InjectError::Io { path: base, source })
+}
+
+/// Builds the plan: reads the image once, resolves, checks, and renders
+/// every file.
+pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError> {
+    let scratch = scratch_dir("kmodkit-add-drivers.")?;
+    let image_root = scratch.path().join("image");
+    let t = std::time::Instant::now();
+    let facts = ImageFacts::read(&req.image, &image_root, req.max_output, progress)?;
+    profile("read image", t);
+    let image_kernel = match (facts.kernel_releases.as_slice(), &req.kernel) {
+        ([one], _) => one.clone(),
+        (many, Some(k)) if many.iter().any(|r| r == k) => k.clone(),
+        ([], Some(k)) => k.clone(),
+        ([], None) => return Err(InjectError::Invalid(format!(
+            "{}: the image has no lib/modules/<release> directory; name the kernel with --kernel",
+            req.image.display()
+        ))),
+        (many, _) => {
+            return Err(InjectError::Invalid(format!(
+                "{}: the image has modules of several kernels ({}); name one with --kernel",
+                req.image.display(),
+                many.join(", ")
+            )))
+        }
+    };
+    let source_kernel = req.kernel.clone().unwrap_or_else(|| image_kernel.clone());
+    let source_dir = req.root.join("lib/modules").join(&source_kernel);
+    if !source_dir.join("modules.dep.bin").is_file() {
+        return Err(InjectError::Invalid(format!(
+            "{}: no modules.dep.bin; run `kmodkit depmod -b {} {source_kernel}` first",
+            source_dir.display(),
+            req.root.display()
+        )));
+    }
+    if !kmodkit_depmod::index_up_to_date(&source_dir) {
+        return Err(InjectError::Invalid(format!(
+            "{}: modules.dep is older than some module files; run `kmodkit depmod -b {} {source_kernel}` first",
+            source_dir.display(),
+            req.root.display()
+        )));
+    }
+    profile("source index check", t);
+    let dir = ModuleDirectory::new(source_dir.display().to_string());
+    let resolution = resolve::resolve(
+        &dir,
+        &source_kernel,
+        &req.drivers,
+        &ResolveOptions {
+            companions: req.companions,
+            firmware: req.firmware,
+            firmware_dir: req.root.join("lib/firmware"),
+        },
+    )?;
+
+    let generator = facts.generator();
+    let mut plan = Plan {
+        image: req.image.clone(),
+        image_kernel: image_kernel.clone(),
+        source_kernel: source_kernel.clone(),
+        generator,
+        load_list: resolution
+            .load_list()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        resolution,
+        already_in_image: Vec::new(),
+        refused: Vec::new(),
+        abi_check: String::new(),
+        mechanism: Vec::new(),
+        warnings: Vec::new(),
+        additions: Vec::new(),
+        facts,
+        scratch,
+    };
+    for m in &plan.resolution.missing_firmware {
+        plan.warnings.push(format!(
+            "{} names firmware {} but it is not under {}/lib/firmware; the device may not start without it",
+            m.module,
+            m.name,
+            req.root.display()
+        ));
+    }
+    profile("resolve", t);
+    check_options(&plan, &req.options)?;
+    check_abi(&mut plan, req)?;
+    profile("abi check", t);
+    add_modules(&mut plan, req)?;
+    add_index(&mut plan, req)?;
+    profile("image index", t);
+    add_firmware(&mut plan);
+    add_machinery(&mut plan, req)?;
+    Ok(plan)
+}
+
+/// Every `--option` names a module of the set and one of its parameters.
+fn check_options(plan: &Plan, options: &[ModuleOption]) -> Result<(), InjectError> {
+    for o in options {
+        let Some(m) = plan.resolution.modules.iter().find(|m| m.name == o.module) else {
+            return Err(InjectError::Invalid(format!(
+                "--option {}:{}={}: {} is not among the modules being added ({})",
+                o.module,
+                o.param,
+                o.value,
+                o.module,
+                plan.resolution
+                    .modules
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        let module =
+            kmodkit_module::read_module_mapped(&m.path, kmodkit_module::compression::DEFAULT_LIMIT)
+                .map_err(|e| InjectError::Module {
+                    path: m.path.clone(),
+                    message: e.to_string(),
+                })?;
+        let params: Vec<String> = module
+            .modinfo_values("parmtype")
+            .chain(module.modinfo_values("parm"))
+            .filter_map(|v| {
+                let v = String::from_utf8_lossy(v);
+                v.split_once(':').map(|(n, _)| n.to_string())
+            })
+            .fold(Vec::new(), |mut acc, n| {
+                if !acc.contains(&n) {
+                    acc.push(n);
+                }
+                acc
+            });
+        if !params.contains(&o.param) {
+            return Err(InjectError::Invalid(if params.is_empty() {
+                format!(
+                    "--option {}:{}: {} ({}) has no parameters",
+                    o.module,
+                    o.param,
+                    o.module,
+                    m.path.display()
+                )
+            } else {
+                format!(
+                    "--option {}:{}: {} ({}) has no parameter {}; its parameters are: {}",
+                    o.module,
+                    o.param,
+                    o.module,
+                    m.path.display(),
+                    o.param,
+                    params.join(", ")
+                )
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The ABI guard: the kernel's loader decides with vermagic, struct module
+/// size and symbol CRCs (kmodkit-abi); modules it would refuse are not
+/// added unless forced.
+fn check_abi(plan: &mut Plan, req: &Request) -> Result<(), InjectError> {
+    let set: Vec<PathBuf> = plan
+        .resolution
+        .modules
+        .iter()
+        .map(|m| m.path.clone())
+        .collect();
+    if set.is_empty() {
+        plan.abi_check = "nothing to check".into();
+        return Ok(());
+    }
+    match Target::load(&req.root, &plan.image_kernel, None) {
+        Ok(target) => {
+            let verdicts = kmodkit_abi::check(&target, &set, "updates");
+            plan.refused = verdicts.into_iter().filter(|v| !v.compatible).collect();
+            plan.abi_check = format!(
+                "checked against {} (vermagic, struct module size, symbol CRCs of {})",
+                plan.image_kernel,
+                target.symbols.source.display()
+            );
+        }
+        Err(e) if plan.source_kernel == plan.image_kernel => {
+            plan.abi_check = format!(
+                "modules come from the image's own kernel {}; symbol CRCs not checked ({e})",
+                plan.image_kernel
+            );
+        }
+        Err(e) => {
+            if !req.force {
+                return Err(InjectError::Invalid(format!(
+                    "cannot check modules of {} against the image's kernel {}: {e}; install that kernel's headers (Module.symvers) or pass --force",
+                    plan.source_kernel, plan.image_kernel
+                )));
+            }
+            plan.abi_check = format!("not checked ({e}); --force");
+        }
+    }
+    if !plan.refused.is_empty() && !req.force {
+        let lines: Vec<String> = plan
+            .refused
+            .iter()
+            .map(|v| {
+                format!(
+                    "  {} ({}): {}",
+                    v.name,
+                    v.path.display(),
+                    v.reasons
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })
+            .collect();
+        return Err(InjectError::Invalid(format!(
+            "the kernel {} would refuse {} module(s):\n{}\nnothing was written; rebuild the modules for {} or pass --force",
+            plan.image_kernel,
+            plan.refused.len(),
+            lines.join("\n"),
+            plan.image_kernel
+        )));
+    }
+    Ok(())
+}
+
+/// Where a source module goes in the image's module directory: the same
+/// relative path for the image's own kernel, `updates/kmodkit/` (searched
+/// first by depmod's default configuration) for another kernel's.
+fn placement(plan: &Plan, relpath: &str) -> String {
+    if plan.source_kernel == plan.image_kernel && !relpath.starts_with('/') {
+        relpath.to_string()
+    } else {
+        let base = relpath.rsplit('/').next().unwrap_or(relpath);
+        format!("updates/kmodkit/{base}")
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> InjectError + '_ {
+    move |source| InjectError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Modules the image lacks (or has with other bytes) are added and copied
+/// into the scratch copy of the image's module directory.
+fn add_modules(plan: &mut Plan, _req: &Request) -> Result<(), InjectError> {
+    let module_dir = plan.facts.module_dir(&plan.image_kernel);
+    let scratch_dir = plan
+        .facts
+        .module_root
+        .join("lib/modules")
+        .join(&plan.image_kernel);
+    let modules = plan.resolution.modules.clone();
+    for m in &modules {
+        let rel = placement(plan, &m.relpath);
+        let in_scratch = scratch_dir.join(&rel);
+        let source = std::fs::read(&m.path).map_err(io_err(&m.path))?;
+        if std::fs::read(&in_scratch).ok().as_deref() == Some(&source[..]) {
+            plan.already_in_image.push(m.name.clone());
+            continue;
+        }
+        if let Some(parent) = in_scratch.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        std::fs::write(&in_scratch, &source).map_err(io_err(&in_scratch))?;
+        plan.additions.push(Addition {
+            path: format!("{module_dir}/{rel}"),
+            content: Content::Source(m.path.clone()),
+            mode: 0o644,
+            what: format!("module {}", m.name),
+        });
+    }
+    Ok(())
+}
+
+/// The image's module index, regenerated for its new module set with
+/// kmodkit's depmod (byte-identical to kmod's); only files that change are
+/// added.
+fn add_index(plan: &mut Plan, req: &Request) -> Result<(), InjectError> {
+    let scratch_dir = plan
+        .facts
+        .module_root
+        .join("lib/modules")
+        .join(&plan.image_kernel);
+    std::fs::create_dir_all(&scratch_dir).map_err(io_err(&scratch_dir))?;
+    // Built-in lists the image lacks come from the source tree when it is
+    // the same kernel (depmod needs them for modules.builtin.bin).
+    if plan.source_kernel == plan.image_kernel {
+        let src = req.root.join("lib/modules").join(&plan.source_kernel);
+        for f in [
+            "modules.order",
+            "modules.builtin",
+            "modules.builtin.modinfo",
+        ] {
+            let dst = scratch_dir.join(f);
+            if !dst.exists() && src.join(f).is_file() {
+                std::fs::copy(src.join(f), &dst).map_err(io_err(&dst))?;
+            }
+        }
+    }
+    let mut options = TreeOptions::new(
+        Some(plan.facts.module_root.display().to_string()),
+        plan.image_kernel.clone(),
+    );
+    options.config_paths = req.depmod_config.clone();
+    let tree = ModuleTree::load(options)?;
+    let (files, _warnings) = render_all(&tree)?;
+    let module_dir = plan.facts.module_dir(&plan.image_kernel);
+    for f in files {
+        let current = std::fs::read(scratch_dir.join(f.name)).ok();
+        if current.as_deref() == Some(&f.contents[..]) {
+            continue;
+        }
+        plan.additions.push(Addition {
+            path: format!("{module_dir}/{}", f.name),
+            content: Content::Generated(f.contents),
+            mode: 0o644,
+            what: "index (depmod)".into(),
+        });
+    }
+    Ok(())
+}
+
+fn add_firmware(plan: &mut Plan) {
+    let base = if plan.facts.is_dir("usr/lib/firmware")
+        || !plan.facts.is_dir("lib/firmware") && plan.facts.is_dir("usr/lib")
+    {
+        "usr/lib/firmware".to_string()
+    } else {
+        plan.facts.canonical("lib/firmware")
+    };
+    for fw in plan.resolution.firmware.clone() {
+        plan.additions.push(Addition {
+            path: format!("{base}/{}", fw.relpath),
+            content: Content::Source(fw.source.clone()),
+            mode: 0o644,
+            what: format!("firmware for {}", fw.module),
+        });
+    }
+}
+
+fn generated(plan: &mut Plan, path: &str, text: String, mode: u32, what: &str) {
+    let path = plan.facts.canonical(path);
+    plan.additions.retain(|a| a.path != path);
+    plan.additions.push(Addition {
+        path,
+        content: Content::Generated(text.into_bytes()),
+        mode,
+        what: what.to_string(),
+    });
+}
+
+fn options_conf(req: &Request) -> Option<String> {
+    if req.options.is_empty() {
+        return None;
+    }
+    let mut by_module: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for o in &req.options {
+        by_module
+            .entry(&o.module)
+            .or_default()
+            .push(format!("{}={}", o.param, o.value));
+    }
+    let mut text = String::from("# Written by kmodkit initrd add-drivers (--option).\n");
+    for (m, opts) in by_module {
+        text.push_str(&format!("options {m} {}\n", opts.join(" ")));
+    }
+    Some(text)
+}
+
+/// The first of `paths` the image has (after symlinks).
+fn first_present<'p>(facts: &ImageFacts, paths: &[&'p str]) -> Option<&'p str> {
+    paths.iter().copied().find(|p| facts.exists(p))
+}
+
+/// Load list, options and network settings where the generator's own code
+/// reads them.
+fn add_machinery(plan: &mut Plan, req: &Request) -> Result<(), InjectError> {
+    let list = plan.load_list.clone();
+    if let Some(text) = options_conf(req) {
+        generated(
+            plan,
+            "etc/modprobe.d/kmodkit.conf",
+            text,
+            0o644,
+            "module options",
+        );
+        plan.mechanism
+            .push("module options in etc/modprobe.d/kmodkit.conf (read by modprobe)".into());
+    }
+    match plan.generator {
+        Generator::InitramfsTools => initramfs_tools(plan, req, &list),
+        Generator::Dracut { systemd } => dracut(plan, req, &list, systemd),
+        Generator::PlainInit => plain_init(plan, req),
+    }
+}
+
+fn initramfs_tools(plan: &mut Plan, req: &Request, list: &[String]) -> Result<(), InjectError> {
+    if !list.is_empty() {
+        let old = plan.facts.text("conf/modules").unwrap_or_default();
+        let block: String = list.iter().map(|m| format!("{m}\n")).collect();
+        generated(
+            plan,
+            "conf/modules",
+            with_block(&old, &block),
+            0o644,
+            "load list",
+        );
+        plan.mechanism.push(
+            "conf/modules: load_modules (scripts/functions) runs modprobe for each, before init-premount".into(),
+        );
+    }
+    let Some(net) = &req.net else { return Ok(()) };
+    let conf = net.initramfs_tools_conf().map_err(InjectError::Invalid)?;
+    if first_present(
+        &plan.facts,
+        &[
+            "usr/bin/ipconfig",
+            "bin/ipconfig",
+            "usr/lib/klibc/bin/ipconfig",
+        ],
+    )
+    .is_none()
+    {
+        return Err(InjectError::Invalid(format!(
+            "{}: the image has no ipconfig (klibc), which initramfs-tools' configure_networking needs",
+            plan.image.display()
+        )));
+    }
+    generated(
+        plan,
+        "conf/conf.d/kmodkit-network",
+        format!("# Written by kmodkit initrd add-drivers (--net).\n{conf}"),
+        0o644,
+        "network settings",
+    );
+    let script = "#!/bin/sh\n\
+# Written by kmodkit initrd add-drivers: bring the network up in the initrd\n\
+# stage (after load_modules) with the settings of conf/conf.d/kmodkit-network.\n\
+PREREQ=\"\"\n\
+prereqs() { echo \"$PREREQ\"; }\n\
+case \"$1\" in prereqs) prereqs; exit 0 ;; esac\n\
+. /scripts/functions\n\
+configure_networking\n";
+    generated(
+        plan,
+        "scripts/init-premount/kmodkit-network",
+        script.into(),
+        0o755,
+        "network hook",
+    );
+    let line = "/scripts/init-premount/kmodkit-network \"$@\"";
+    let mut order = plan
+        .facts
+        .text("scripts/init-premount/ORDER")
+        .unwrap_or_default();
+    if !order.lines().any(|l| l == line) {
+        order.push_str(line);
+        order.push_str("\n[ -e /conf/param.conf ] && . /conf/param.conf\n");
+    }
+    generated(
+        plan,
+        "scripts/init-premount/ORDER",
+        order,
+        0o644,
+        "hook order",
+    );
+    plan.mechanism.push(
+        "network: conf/conf.d/kmodkit-network (IP=, DEVICE=) and scripts/init-premount/kmodkit-network, which runs configure_networking (klibc ipconfig)".into(),
+    );
+    Ok(())
+}
+
+fn dracut(
+    plan: &mut Plan,
+    req: &Request,
+    list: &[String],
+    systemd: bool,
+) -> Result<(), InjectError> {
+    if !list.is_empty() {
+        let text: String =
+            std::iter::once("# Written by kmodkit initrd add-drivers.\n".to_string())
+                .chain(list.iter().map(|m| format!("{m}\n")))
+                .collect();
+        generated(
+            plan,
+            "etc/modules-load.d/kmodkit.conf",
+            text,
+            0o644,
+            "load list",
+        );
+        generated(
+            plan,
+            "etc/cmdline.d/50-kmodkit-drivers.conf",
+            format!("rd.driver.pre={}\n", list.join(",")),
+            0o644,
+            "load list",
+        );
+        if systemd {
+            if first_present(
+                &plan.facts,
+                &[
+                    "usr/lib/systemd/systemd-modules-load",
+                    "lib/systemd/systemd-modules-load",
+                ],
+            )
+            .is_none()
+            {
+                plan.warnings.push("the image has no systemd-modules-load; the drivers load through rd.driver.pre (dracut-pre-udev) only".into());
+            }
+            plan.mechanism.push("etc/modules-load.d/kmodkit.conf: systemd-modules-load loads them before udev and the network (rd.driver.pre in etc/cmdline.d as well)".into());
+        } else {
+            plan.mechanism.push("etc/cmdline.d/50-kmodkit-drivers.conf: rd.driver.pre=..., loaded by dracut's cmdline hook before udev and the network".into());
+        }
+    }
+    let Some(net) = &req.net else { return Ok(()) };
+    let has_stack = first_present(
+        &plan.facts,
+        &[
+            "usr/sbin/ifup",
+            "sbin/ifup",
+            "usr/sbin/dhclient",
+            "sbin/dhclient",
+            "usr/libexec/nm-initrd-generator",
+            "usr/lib/systemd/systemd-networkd",
+        ],
+    )
+    .is_some();
+    if !has_stack {
+        return Err(InjectError::Invalid(format!(
+            "{}: this dracut image has no network stack (it was built without dracut's network module); rebuild it with `dracut --add network` or leave out --net",
+            plan.image.display()
+        )));
+    }
+    let args = net.dracut_args().map_err(InjectError::Invalid)?;
+    generated(
+        plan,
+        "etc/cmdline.d/50-kmodkit-net.conf",
+        args.join(" ") + "\n",
+        0o644,
+        "network settings",
+    );
+    plan.mechanism.push(format!(
+        "network: etc/cmdline.d/50-kmodkit-net.conf ({}), read by dracut as if on the kernel command line",
+        args.join(" ")
+    ));
+    if let Some(block) = net.dhclient_conf().map_err(InjectError::Invalid)? {
+        let Some(conf) = first_present(
+            &plan.facts,
+            &["etc/dhclient.conf", "etc/dhcp/dhclient.conf"],
+        ) else {
+            return Err(InjectError::Invalid(format!(
+                "{}: --client-id needs dhclient (dracut's network-legacy module); the image has no dhclient.conf",
+                plan.image.display()
+            )));
+        };
+        let old = plan.facts.text(conf).unwrap_or_default();
+        generated(
+            plan,
+            conf,
+            with_block(&old, &block),
+            0o644,
+            "DHCP client identifier",
+        );
+        plan.mechanism
+            .push(format!("DHCP client identifier in {conf} (dhclient)"));
+    }
+    Ok(())
+}
+
+/// A plain /init script gets one line that runs kmodkit's load script,
+/// which insmods every module in dependency order.
+fn plain_init(plan: &mut Plan, req: &Request) -> Result<(), InjectError> {
+    if req.net.is_some() {
+        return Err(InjectError::Invalid(format!(
+            "{}: not made by dracut or initramfs-tools, so kmodkit knows no network setup in it to configure; leave out --net and set up the network in its /init",
+            plan.image.display()
+        )));
+    }
+    let Some(init) = plan.facts.text("init") else {
+        return Err(InjectError::Invalid(format!(
+            "{}: neither dracut nor initramfs-tools made this image and it has no /init script to hook into",
+            plan.image.display()
+        )));
+    };
+    if !init.starts_with("#!") {
+        return Err(InjectError::Invalid(format!(
+            "{}: /init is a program, not a script; kmodkit cannot insert the driver loading into it",
+            plan.image.display()
+        )));
+    }
+    let insmod = [
+        "sbin/insmod",
+        "bin/insmod",
+        "usr/sbin/insmod",
+        "usr/bin/insmod",
+    ]
+    .iter()
+    .find(|p| plan.facts.exists(p))
+    .map(|p| format!("/{p}"))
+    .or_else(|| {
+        ["bin/busybox", "usr/bin/busybox", "sbin/busybox"]
+            .iter()
+            .find(|p| plan.facts.exists(p))
+            .map(|p| format!("/{p} insmod"))
+    })
+    .ok_or_else(|| {
+        InjectError::Invalid(format!(
+            "{}: the image has no insmod (nor busybox) to load modules with",
+            plan.image.display()
+        ))
+    })?;
+    let module_dir = plan.facts.module_dir(&plan.image_kernel);
+    let mut script = String::from("#!/bin/sh\n# Written by kmodkit initrd add-drivers: load the added drivers in dependency order.\n");
+    for m in &plan.resolution.modules {
+        let params: Vec<String> = req
+            .options
+            .iter()
+            .filter(|o| o.module == m.name)
+            .map(|o| format!("{}={}", o.param, o.value))
+            .collect();
+        let rel = placement(plan, &m.relpath);
+        script.push_str(&format!(
+            "grep -q '^{name} ' /proc/modules 2>/dev/null || {insmod} /{module_dir}/{rel}{sep}{params} || echo 'kmodkit: loading {name} failed' >&2\n",
+            name = m.name,
+            sep = if params.is_empty() { "" } else { " " },
+            params = params.join(" ")
+        ));
+    }
+    generated(
+        plan,
+        "etc/kmodkit/load-drivers.sh",
+        script,
+        0o755,
+        "load script",
+    );
+    let hook = "/etc/kmodkit/load-drivers.sh # kmodkit initrd add-drivers";
+    if !init.lines().any(|l| l == hook) {
+        let (first, rest) = init.split_once('\n').unwrap_or((&init, ""));
+        let new_init = format!("{first}\n{hook}\n{rest}");
+        let mode = match plan.facts.node("init") {
+            Some(Node::File { mode, .. }) => *mode,
+            _ => 0o755,
+        };
+        generated(plan, "init", new_init, mode, "init hook");
+    }
+    plan.mechanism
+        .push("/init runs /etc/kmodkit/load-drivers.sh first, which insmods each module after its dependencies".into());
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Which module files to add, in which order, and why: the dependency
+//! closure from the source tree's `modules.dep` (as modprobe reads it),
+//! softdeps from `modules.softdep`, the run-time relations of
+//! [`crate::names`], firmware the modules name, built-ins and names that no
+//! longer exist.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use kmodkit_index::lookup::{module_name_from_path, ModuleDirectory};
+use serde::Serialize;
+
+use crate::names::{self, COMPANIONS, RDMA_ULPS, RDMA_ULP_WHY};
+use crate::InjectError;
+
+/// Why a module is in the set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Why {
+    Requested,
+    /// `modules.dep`: a symbol of this module is used by `of`.
+    DependencyOf {
+        of: String,
+    },
+    /// `softdep` of `of` (`pre:` or `post:`).
+    Softdep {
+        of: String,
+        pre: bool,
+    },
+    /// A run-time relation modules.dep does not show.
+    Companion {
+        of: String,
+        why: String,
+    },
+    /// Replaces a legacy name that was asked for.
+    Replacement {
+        of: String,
+    },
+}
+
+/// One module to add.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedModule {
+    pub name: String,
+    /// The file in the source tree.
+    pub path: PathBuf,
+    /// Relative to the module directory (`kernel/drivers/...ko`).
+    pub relpath: String,
+    pub why: Why,
+    /// Loaded explicitly by the image (asked for, or a run-time relation);
+    /// dependencies come with them.
+    pub load: bool,
+}
+
+/// A message about a name that was asked for.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NameNote {
+    /// Part of the kernel image: nothing to add.
+    BuiltIn { name: String },
+    /// Does not exist any more (see [`names::LegacyName`]).
+    Legacy {
+        name: String,
+        fate: String,
+        replacement: Option<String>,
+        /// The replacement is added unless already there.
+        replacement_added: bool,
+    },
+}
+
+/// A firmware file to add.
+#[derive(Debug, Clone, Serialize)]
+pub struct FirmwareFile {
+    /// As the module names it (`mellanox/mlxsw_spectrum-13.2010.1006.mfa2`).
+    pub name: String,
+    /// The file found (possibly `.xz`/`.zst`).
+    pub source: PathBuf,
+    /// Path under the firmware directory, with the compression suffix.
+    pub relpath: String,
+    pub module: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MissingFirmware {
+    pub name: String,
+    pub module: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Resolution {
+    /// In load order (dependencies first).
+    pub modules: Vec<ResolvedModule>,
+    pub notes: Vec<NameNote>,
+    pub firmware: Vec<FirmwareFile>,
+    pub missing_firmware: Vec<MissingFirmware>,
+}
+
+impl Resolution {
+    /// The names the image should load explicitly, in load order.
+    pub fn load_list(&self) -> Vec<&str> {
+        self.modules
+            .iter()
+            .filter(|m| m.load)
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+}
+
+/// What to resolve.
+#[derive(Debug, Clone)]
+pub struct ResolveOptions {
+    /// Add the run-time relations of [`crate::names`].
+    pub companions: bool,
+    /// Look for the firmware files the modules name.
+    pub firmware: bool,
+    /// Firmware search root (`ROOT/lib/firmware`).
+    pub firmware_dir: PathBuf,
+}
+
+/// Resolves `requested` against the module directory `dir` (which must
+/// have an up-to-date `modules.dep.bin`, as modprobe needs).
+pub fn resolve(
+    dir: &ModuleDirectory,
+    kernel_release: &str,
+    requested: &[String],
+    opts: &ResolveOptions,
+) -> Result<Resolution, InjectError> {
+    let lookup_err = |e: kmodkit_index::lookup::LookupError| InjectError::Index {
+        dir: PathBuf::from(dir.dir()),
+        message: e.to_string(),
+    };
+    let mut res = Resolution::default();
+    // Roots to load explicitly, with why, in the order given.
+    let mut roots: Vec<(String, Why)> = Vec::new();
+    let mut unknown = Vec::new();
+    for raw in requested {
+        let name = raw.trim_end_matches(".ko").replace('-', "_");
+        match dir.lookup_name(&name).map_err(lookup_err)? {
+            Some(found) if found.path.is_none() => res.notes.push(NameNote::BuiltIn { name }),
+            Some(found) => roots.push((found.name, Why::Requested)),
+            None => match names::legacy(&name) {
+                Some(l) => {
+                    let replacement = l
+                        .replacement
+                        .filter(|r| dir.path_of(r).ok().flatten().is_some());
+                    if let Some(r) = replacement {
+                        roots.push((r.to_string(), Why::Replacement { of: name.clone() }));
+                    }
+                    res.notes.push(NameNote::Legacy {
+                        name,
+                        fate: l.fate.to_string(),
+                        replacement: l.replacement.map(str::to_string),
+                        replacement_added: replacement.is_some(),
+                    });
+                }
+                None => unknown.push(name),
+            },
+        }
+    }
+    if !unknown.is_empty() {
+        let all = module_names(dir)?;
+        return Err(InjectError::UnknownModules {
+            release: kernel_release.to_string(),
+            unknown: unknown
+                .into_iter()
+                .map(|n| {
+                    let close = names::close_matches(&n, all.iter().map(String::as_str));
+                    (n, close)
+                })
+                .collect(),
+        });
+    }
+
+    // Run-time relations: companions of asked-for modules, then the RDMA
+    // upper layers when an RDMA provider is in the set.
+    if opts.companions {
+        let asked: Vec<String> = roots.iter().map(|(n, _)| n.clone()).collect();
+        for c in COMPANIONS {
+            if asked.iter().any(|a| a == c.trigger) {
+                for m in c.modules {
+                    if dir.path_of(m).map_err(lookup_err)?.is_some() {
+                        roots.push((
+                            m.to_string(),
+                            Why::Companion {
+                                of: c.trigger.to_string(),
+                                why: c.why.to_string(),
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut order = LoadOrder::default();
+    let mut softdeps = Softdeps::load(Path::new(dir.dir()));
+    let mut provider: Option<String> = None;
+    let mut i = 0;
+    while i < roots.len() {
+        let (name, why) = roots[i].clone();
+        i += 1;
+        if order.contains(&name) && order.is_loaded(&name) {
+            continue;
+        }
+        for pre in softdeps.take(&name, true) {
+            if dir.path_of(&pre).map_err(lookup_err)?.is_some() {
+                order.add_closure(
+                    dir,
+                    &pre,
+                    Why::Softdep {
+                        of: name.clone(),
+                        pre: true,
+                    },
+                    true,
+                )?;
+            }
+        }
+        order.add_closure(dir, &name, why, true)?;
+        for post in softdeps.take(&name, false) {
+            if dir.path_of(&post).map_err(lookup_err)?.is_some() {
+                roots.push((
+                    post,
+                    Why::Softdep {
+                        of: name.clone(),
+                        pre: false,
+                    },
+                ));
+            }
+        }
+        if opts.companions && provider.is_none() {
+            provider = order
+                .modules
+                .iter()
+                .find(|m| names::is_rdma_provider(&m.relpath))
+                .map(|m| m.name.clone());
+            if let Some(p) = &provider {
+                for ulp in RDMA_ULPS {
+                    if dir.path_of(ulp).map_err(lookup_err)?.is_some() {
+                        roots.push((
+                            ulp.to_string(),
+                            Why::Companion {
+                                of: p.clone(),
+                                why: RDMA_ULP_WHY.to_string(),
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    res.modules = order.modules;
+    // A module asked for by name is "requested" even when a legacy name or
+    // a dependency brought it in first.
+    let asked: HashSet<String> = requested
+        .iter()
+        .map(|r| r.trim_end_matches(".ko").replace('-', "_"))
+        .collect();
+    for m in &mut res.modules {
+        if asked.contains(&m.name) {
+            m.why = Why::Requested;
+            m.load = true;
+        }
+    }
+    if opts.firmware {
+        find_firmware(&mut res, &opts.firmware_dir, kernel_release)?;
+    }
+    Ok(res)
+}
+
+/// Every module name in `modules.dep` (for close matches).
+fn module_names(dir: &ModuleDirectory) -> Result<Vec<String>, InjectError> {
+    let path = PathBuf::from(format!("{}/modules.dep", dir.dir()));
+    let text = std::fs::read_to_string(&path).map_err(|source| InjectError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter_map(|p| module_name_from_path(Path::new(p)))
+        .collect())
+}
+
+/// The set in load order.
+#[derive(Default)]
+struct LoadOrder {
+    modules: Vec<ResolvedModule>,
+    index: HashMap<String, usize>,
+}
+
+impl LoadOrder {
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn is_loaded(&self, name: &str) -> bool {
+        self.index.get(name).is_some_and(|&i| self.modules[i].load)
+    }
+
+    /// Adds `name` after its dependencies. `modules.dep` lists a module's
+    /// whole closure so that loading it from the end forward is valid (the
+    /// order modprobe inserts in).
+    fn add_closure(
+        &mut self,
+        dir: &ModuleDirectory,
+        name: &str,
+        why: Why,
+        load: bool,
+    ) -> Result<(), InjectError> {
+        let line = dir
+            .dep_line(name)
+            .map_err(|e| InjectError::Index {
+                dir: PathBuf::from(dir.dir()),
+                message: e.to_string(),
+            })?
+            .ok_or_else(|| InjectError::Index {
+                dir: PathBuf::from(dir.dir()),
+                message: format!("{name} is not in modules.dep"),
+            })?;
+        let (own, deps) = line.split_once(':').unwrap_or((line.as_str(), ""));
+        for dep in deps.split_whitespace().rev() {
+            let Some(dep_name) = module_name_from_path(Path::new(dep)) else {
+                continue;
+            };
+            if !self.contains(&dep_name) {
+                self.push(
+                    dir,
+                    dep_name,
+                    dep,
+                    Why::DependencyOf {
+                        of: name.to_string(),
+                    },
+                    false,
+                );
+            }
+        }
+        match self.index.get(name) {
+            Some(&i) => self.modules[i].load |= load,
+            None => self.push(dir, name.to_string(), own, why, load),
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, dir: &ModuleDirectory, name: String, rel: &str, why: Why, load: bool) {
+        let path = if rel.starts_with('/') {
+            PathBuf::from(rel)
+        } else {
+            PathBuf::from(format!("{}/{}", dir.dir(), rel))
+        };
+        self.index.insert(name.clone(), self.modules.len());
+        self.modules.push(ResolvedModule {
+            name,
+            path,
+            relpath: rel.to_string(),
+            why,
+            load,
+        });
+    }
+}
+
+/// `modules.softdep` of the source tree: `softdep NAME pre: A B post: C`.
+struct Softdeps {
+    map: HashMap<String, (Vec<String>, Vec<String>)>,
+    taken: HashSet<(String, bool)>,
+}
+
+impl Softdeps {
+    fn load(dir: &Path) -> Softdeps {
+        let mut map = HashMap::new();
+        // A missing file means no softdeps (depmod writes it even when
+        // empty; older trees may lack it).
+        let text = std::fs::read_to_string(dir.join("modules.softdep")).unwrap_or_default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("softdep") {
+                continue;
+            }
+            let Some(name) = words.next() else { continue };
+            let entry: &mut (Vec<String>, Vec<String>) =
+                map.entry(name.replace('-', "_")).or_default();
+            let mut pre = true;
+            for w in words {
+                match w {
+                    "pre:" => pre = true,
+                    "post:" => pre = false,
+                    m if pre => entry.0.push(m.replace('-', "_")),
+                    m => entry.1.push(m.replace('-', "_")),
+                }
+            }
+        }
+        Softdeps {
+            map,
+            taken: HashSet::new(),
+        }
+    }
+
+    fn take(&mut self, name: &str, pre: bool) -> Vec<String> {
+        if !self.taken.insert((name.to_string(), pre)) {
+            return Vec::new();
+        }
+        self.map
+            .get(name)
+            .map(|(a, b)| if pre { a.clone() } else { b.clone() })
+            .unwrap_or_default()
+    }
+}
+
+/// Firmware files the modules name (`firmware=` in .modinfo), searched as
+/// the kernel's firmware loader does (fw_path: updates/KVER, updates, KVER,
+/// then the directory itself), with the compressed variants it accepts.
+fn find_firmware(res: &mut Resolution, dir: &Path, release: &str) -> Result<(), InjectError> {
+    let mut seen = HashSet::new();
+    for m in &res.modules {
+        let module =
+            kmodkit_module::read_module_mapped(&m.path, kmodkit_module::compression::DEFAULT_LIMIT)
+                .map_err(|e| InjectError::Module {
+                    path: m.path.clone(),
+                    message: e.to_string(),
+                })?;
+        for fw in module.modinfo_values("firmware") {
+            let name = String::from_utf8_lossy(fw).into_owned();
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let found = [
+                "updates/".to_string() + release + "/",
+                "updates/".into(),
+                release.to_string() + "/",
+                String::new(),
+            ]
+            .iter()
+            .flat_map(|sub| ["", ".zst", ".xz"].map(|ext| format!("{sub}{name}{ext}")))
+            .find(|rel| dir.join(rel).is_file());
+            match found {
+                Some(relpath) => res.firmware.push(FirmwareFile {
+                    name,
+                    source: dir.join(&relpath),
+                    relpath,
+                    module: m.name.clone(),
+                }),
+                None => res.missing_firmware.push(MissingFirmware {
+                    name,
+                    module: m.name.clone(),
+                }),
+            }
+        }
+    }
+    Ok(())
+}

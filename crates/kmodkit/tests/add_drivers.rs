@@ -1,0 +1,522 @@
+//! `kmodkit initrd add-drivers` and `kmodkit initrd modules` on the real
+//! images of scripts/initrd-fixtures, checked against kmod (modprobe
+//! --show-depends for what a name means and in which order modules load,
+//! depmod for the image's regenerated index) and GNU cpio (reading the
+//! result). The qemu boots are in add_drivers_boot.rs.
+
+mod initrd_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use initrd_common::{
+    fixture_root, kmodkit, real_images, require, run, segment_cpio, segments, sh, RealImage,
+    Scratch,
+};
+
+/// The manual's list (seed 002), verbatim.
+const SEED_LIST: &[&str] = &[
+    "ib_addr",
+    "ib_core",
+    "ib_mad",
+    "ib_sa",
+    "ib_cm",
+    "ib_uverbs",
+    "ib_ucm",
+    "ib_umad",
+    "iw_cm",
+    "rdma_cm",
+    "rdma_ucm",
+    "mlx4_core",
+    "mlx4_ib",
+    "ib_mthca",
+    "ipoib_helper",
+    "ib_ipoib",
+];
+
+fn image(generator: &str, compression: &str) -> RealImage {
+    real_images()
+        .into_iter()
+        .find(|i| i.generator == generator && i.compression == compression)
+        .unwrap_or_else(|| {
+            panic!("no {generator} {compression} image; run scripts/initrd-fixtures")
+        })
+}
+
+/// What kmod's modprobe says about a name in the fixture root.
+#[derive(Debug, PartialEq, Eq)]
+enum Kmod {
+    NotFound,
+    Builtin,
+    /// Module names in insmod order (dependencies first).
+    Insmods(Vec<String>),
+}
+
+fn modprobe_show_depends(kver: &str, name: &str) -> Kmod {
+    let out = Command::new("modprobe")
+        .arg("-d")
+        .arg(fixture_root())
+        .args(["-S", kver, "--show-depends", name])
+        .stderr(Stdio::piped())
+        .output()
+        .expect("modprobe runs");
+    if !out.status.success() {
+        return Kmod::NotFound;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.lines().all(|l| l.starts_with("builtin ")) && !text.is_empty() {
+        return Kmod::Builtin;
+    }
+    Kmod::Insmods(
+        text.lines()
+            .filter_map(|l| l.strip_prefix("insmod "))
+            .map(|p| module_name(p.split_whitespace().next().unwrap()))
+            .collect(),
+    )
+}
+
+fn module_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap();
+    base.split('.').next().unwrap().replace('-', "_")
+}
+
+fn copy_image(img: &RealImage, scratch: &Scratch) -> PathBuf {
+    let dst = scratch.join("initrd.img");
+    std::fs::copy(&img.path, &dst).unwrap();
+    dst
+}
+
+fn add_drivers_json(args: &[&str], image: &Path) -> serde_json::Value {
+    let out = run(kmodkit()
+        .args(["initrd", "add-drivers", "--json", "--root"])
+        .arg(fixture_root())
+        .arg(image)
+        .args(args));
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn plan_modules(report: &serde_json::Value) -> Vec<String> {
+    report["plan"]["resolution"]["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every name of the manual's list is either a module (added with kmod's
+/// dependency closure, in an order kmod agrees with), built in, or a
+/// legacy name that is explained; kmod decides which.
+#[test]
+fn seed_list_given_verbatim_is_explained_and_resolved() {
+    let img = image("initramfs-tools", "gzip");
+    let scratch = Scratch::new("seed");
+    let path = copy_image(&img, &scratch);
+    let mut args: Vec<&str> = vec!["--dry-run"];
+    args.extend(SEED_LIST);
+    args.push("ipv6");
+    let report = add_drivers_json(&args, &path);
+    let notes = report["plan"]["resolution"]["notes"].as_array().unwrap();
+    let note_of = |name: &str| notes.iter().find(|n| n["name"] == name);
+    let modules = plan_modules(&report);
+    let position: BTreeMap<&str, usize> = modules
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.as_str(), i))
+        .collect();
+    let mut legacy_seen = 0;
+    for name in SEED_LIST.iter().chain(&["ipv6"]) {
+        match modprobe_show_depends(&img.kver, name) {
+            Kmod::NotFound => {
+                let n = note_of(name).unwrap_or_else(|| {
+                    panic!("{name}: kmod does not know it, kmodkit says nothing")
+                });
+                assert_eq!(n["kind"], "legacy", "{name}: {n}");
+                assert!(!n["fate"].as_str().unwrap().is_empty());
+                if let Some(r) = n["replacement"].as_str() {
+                    if modprobe_show_depends(&img.kver, r) != Kmod::NotFound {
+                        assert!(
+                            position.contains_key(r),
+                            "{name}: replacement {r} not added"
+                        );
+                    }
+                }
+                legacy_seen += 1;
+            }
+            Kmod::Builtin => {
+                let n = note_of(name)
+                    .unwrap_or_else(|| panic!("{name}: built in, kmodkit says nothing"));
+                assert_eq!(n["kind"], "built_in");
+            }
+            Kmod::Insmods(order) => {
+                // kmod's whole closure is in the plan, each module after
+                // everything kmod inserts before it.
+                for (i, m) in order.iter().enumerate() {
+                    let p = position
+                        .get(m.as_str())
+                        .unwrap_or_else(|| panic!("{name}: {m} missing from {modules:?}"));
+                    for before in &order[..i] {
+                        let deps_of_m = modprobe_show_depends(&img.kver, m);
+                        if let Kmod::Insmods(d) = deps_of_m {
+                            if d.contains(before) {
+                                assert!(
+                                    position[before.as_str()] < *p,
+                                    "{before} must load before {m}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        legacy_seen >= 4,
+        "this kernel still has most old names? {legacy_seen}"
+    );
+    // And nothing else: the plan is exactly the union of kmod's closures of
+    // what it loads explicitly.
+    let load_list: Vec<String> = report["plan"]["load_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut union = BTreeSet::new();
+    for m in &load_list {
+        match modprobe_show_depends(&img.kver, m) {
+            Kmod::Insmods(o) => union.extend(o),
+            other => panic!("{m} is loaded but kmod says {other:?}"),
+        }
+    }
+    assert_eq!(union, modules.iter().cloned().collect::<BTreeSet<_>>());
+    // Hidden relations come with an explanation.
+    let why_of = |name: &str| {
+        report["plan"]["resolution"]["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["why"].clone())
+    };
+    let en = why_of("mlx4_en").expect("mlx4_en comes with mlx4_core");
+    assert_eq!(en["kind"], "companion");
+    assert!(en["why"].as_str().unwrap().contains("request_module"));
+    // Dry run: the image is untouched and no backup was made.
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&img.path).unwrap()
+    );
+    assert!(!scratch.join("initrd.img.bak").exists());
+}
+
+#[test]
+fn unknown_names_and_parameters_are_errors_with_the_real_choices() {
+    let img = image("initramfs-tools", "gzip");
+    let scratch = Scratch::new("unknown");
+    let path = copy_image(&img, &scratch);
+    let fail = |args: &[&str]| {
+        let out = kmodkit()
+            .args(["initrd", "add-drivers", "--root"])
+            .arg(fixture_root())
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fail(&["mlx4_eth"]);
+    assert!(
+        err.contains("no module named mlx4_eth") && err.contains("mlx4_en"),
+        "{err}"
+    );
+    // The parameters kmod's modinfo lists for ib_ipoib.
+    let parms = run(Command::new("modinfo")
+        .arg("-b")
+        .arg(fixture_root())
+        .args(["-k", &img.kver, "-F", "parm", "ib_ipoib"]));
+    let names: Vec<String> = String::from_utf8_lossy(&parms)
+        .lines()
+        .filter_map(|l| l.split(':').next().map(str::to_string))
+        .collect();
+    assert!(!names.is_empty());
+    assert!(
+        !names.contains(&"lro".to_string()),
+        "ib_ipoib has lro again: change the test's bad parameter"
+    );
+    let err = fail(&["ib_ipoib", "--option", "ib_ipoib:lro=0"]);
+    for n in &names {
+        assert!(err.contains(n.as_str()), "{n} not listed: {err}");
+    }
+    // An IPoIB client identifier cannot be sent by klibc's ipconfig.
+    let err = fail(&[
+        "ib_ipoib",
+        "--net",
+        "dhcp",
+        "--iface",
+        "00:02:c9:03:00:00:10:39",
+        "--client-id",
+        "flexboot",
+    ]);
+    assert!(
+        err.contains("ipconfig") && err.contains("InfiniBand"),
+        "{err}"
+    );
+    // Nothing was written by any of them.
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&img.path).unwrap()
+    );
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn dracut_image_without_network_module_says_so() {
+    let img = image("dracut", "zstd");
+    let facts = run(kmodkit().args(["initrd", "ls"]).arg(&img.path));
+    let listing = String::from_utf8_lossy(&facts);
+    if listing
+        .lines()
+        .any(|l| l.ends_with("sbin/dhclient") || l.ends_with("sbin/ifup"))
+    {
+        panic!(
+            "{} has a network stack now; pick another image for this test",
+            img.path.display()
+        );
+    }
+    let out = kmodkit()
+        .args(["initrd", "add-drivers", "--dry-run", "--root"])
+        .arg(fixture_root())
+        .arg(&img.path)
+        .args(["virtio_net", "--net", "dhcp"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no network stack") && err.contains("--add network"),
+        "{err}"
+    );
+}
+
+/// Unpacks every segment in order with GNU cpio (later files replace
+/// earlier ones, as in the kernel).
+fn unpack_with_gnu_cpio(image: &Path, dir: &Path, scratch: &Scratch) {
+    std::fs::create_dir_all(dir).unwrap();
+    for seg in segments(image) {
+        let cpio = scratch.join(&format!("seg{}.cpio", seg.index));
+        segment_cpio(image, &seg, &cpio);
+        sh(&format!(
+            "cd '{}' && cpio -idmu --quiet --no-absolute-filenames < '{}'",
+            dir.display(),
+            cpio.display()
+        ));
+        std::fs::remove_file(&cpio).unwrap();
+    }
+}
+
+/// The index files in an unpacked image, then kmod's depmod run on the
+/// same tree: they must be equal.
+fn assert_index_matches_kmod(tree: &Path, kver: &str) {
+    let dir = tree.join("usr/lib/modules").join(kver);
+    let dir = if dir.is_dir() {
+        dir
+    } else {
+        tree.join("lib/modules").join(kver)
+    };
+    let files = [
+        "modules.dep",
+        "modules.dep.bin",
+        "modules.alias",
+        "modules.alias.bin",
+        "modules.softdep",
+        "modules.symbols",
+        "modules.symbols.bin",
+        "modules.builtin.bin",
+        "modules.builtin.alias.bin",
+        "modules.devname",
+    ];
+    let ours: Vec<Option<Vec<u8>>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).ok())
+        .collect();
+    run(Command::new("depmod").arg("-b").arg(tree).arg(kver));
+    for (f, mine) in files.iter().zip(ours) {
+        let kmod = std::fs::read(dir.join(f)).ok();
+        assert!(
+            mine == kmod,
+            "{f} in the image differs from kmod's depmod on the unpacked image"
+        );
+    }
+}
+
+/// Append and rebuild on the initramfs-tools gzip image: GNU cpio reads
+/// the result, the original bytes stay (append), the image's index is what
+/// kmod's depmod makes of the new module set, and `initrd modules` reports
+/// the load order kmod's modprobe computes inside the image.
+#[test]
+fn append_and_rebuild_give_an_image_kmod_agrees_with() {
+    require("depmod", "kmod");
+    require("cpio", "cpio");
+    let img = image("initramfs-tools", "gzip");
+    let drivers = [
+        "mlx4_en",
+        "mlx4_ib",
+        "ib_ipoib",
+        "rdma_ucm",
+        "ib_umad",
+        "virtio_net",
+        "rdma_rxe",
+    ];
+    for mode in ["--append", "--rebuild"] {
+        let scratch = Scratch::new("mode");
+        let path = copy_image(&img, &scratch);
+        let mut args = vec![
+            mode,
+            "--net",
+            "dhcp",
+            "--option",
+            "ib_ipoib:send_queue_size=256",
+        ];
+        args.extend(drivers);
+        let report = add_drivers_json(&args, &path);
+        assert_eq!(report["written"]["mode"], mode.trim_start_matches("--"));
+        let original = std::fs::read(&img.path).unwrap();
+        let backup = std::fs::read(scratch.join("initrd.img.bak")).expect("backup kept");
+        assert_eq!(backup, original, "{mode}: backup is not the original");
+        let new = std::fs::read(&path).unwrap();
+        let segs = segments(&path);
+        if mode == "--append" {
+            assert!(
+                new.starts_with(&original),
+                "append changed the original bytes"
+            );
+            assert_eq!(segs.len(), 2);
+        } else {
+            assert_eq!(segs.len(), 1);
+            assert_eq!(segs[0].compression, "gzip");
+        }
+        let tree = scratch.join("tree");
+        unpack_with_gnu_cpio(&path, &tree, &scratch);
+        let conf = std::fs::read_to_string(tree.join("conf/modules")).unwrap();
+        for d in drivers {
+            assert!(
+                conf.lines().any(|l| l == d),
+                "{mode}: {d} not in conf/modules:\n{conf}"
+            );
+        }
+        assert!(
+            std::fs::read_to_string(tree.join("etc/modprobe.d/kmodkit.conf"))
+                .unwrap()
+                .contains("options ib_ipoib send_queue_size=256")
+        );
+        assert!(
+            std::fs::read_to_string(tree.join("conf/conf.d/kmodkit-network"))
+                .unwrap()
+                .contains("IP=dhcp")
+        );
+        let order = std::fs::read_to_string(tree.join("scripts/init-premount/ORDER")).unwrap();
+        assert!(order.contains("/scripts/init-premount/kmodkit-network"));
+        // The lib -> usr/lib symlink of the image survived.
+        assert!(std::fs::symlink_metadata(tree.join("lib"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        for m in plan_modules(&report) {
+            let found = sh(&format!(
+                "find '{}' -name '{m}.ko*' | head -1",
+                tree.display()
+            ));
+            assert!(!found.is_empty(), "{mode}: {m} not in the image");
+        }
+        // kmod inside the image: the load order of `initrd modules` is what
+        // modprobe --show-depends gives for each loaded name, in turn.
+        let mods: serde_json::Value = serde_json::from_slice(&run(kmodkit()
+            .args(["initrd", "modules", "--json"])
+            .arg(&path)))
+        .unwrap();
+        let mut expected: Vec<String> = Vec::new();
+        for l in mods["loads"].as_array().unwrap() {
+            let m = l["module"].as_str().unwrap();
+            let out = run(Command::new("modprobe").arg("-d").arg(&tree).args([
+                "-S",
+                &img.kver,
+                "--show-depends",
+                m,
+            ]));
+            for line in String::from_utf8_lossy(&out).lines() {
+                if let Some(p) = line.strip_prefix("insmod ") {
+                    let n = module_name(p.split_whitespace().next().unwrap());
+                    if !expected.contains(&n) {
+                        expected.push(n);
+                    }
+                }
+            }
+        }
+        let got: Vec<String> = mods["load_order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            got, expected,
+            "{mode}: load order differs from modprobe's in the image"
+        );
+        assert_index_matches_kmod(&tree, &img.kver);
+    }
+}
+
+/// Killed while writing, at each step: the image is the original, byte for
+/// byte; the next run cleans up and succeeds.
+#[test]
+fn killed_mid_write_leaves_the_original() {
+    let img = image("initramfs-tools", "gzip");
+    let scratch = Scratch::new("fault");
+    let path = copy_image(&img, &scratch);
+    let original = std::fs::read(&path).unwrap();
+    for point in ["add-drivers-write", "add-drivers-written"] {
+        for mode in ["--append", "--rebuild"] {
+            let out = kmodkit()
+                .env("KMODKIT_FAULT", format!("{point}:1"))
+                .args(["initrd", "add-drivers", "--no-backup", mode, "--root"])
+                .arg(fixture_root())
+                .arg(&path)
+                .arg("rdma_rxe")
+                .output()
+                .unwrap();
+            assert!(
+                !out.status.success(),
+                "{point} {mode}: the fault point was not reached"
+            );
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                original,
+                "{point} {mode}: image changed"
+            );
+            // The original still reads completely.
+            run(kmodkit().args(["initrd", "examine"]).arg(&path));
+        }
+    }
+    assert!(
+        std::fs::read_dir(scratch.path()).unwrap().count() > 1,
+        "the killed runs left no temporary file?"
+    );
+    run(kmodkit()
+        .args(["initrd", "add-drivers", "--no-backup", "--root"])
+        .arg(fixture_root())
+        .arg(&path)
+        .arg("rdma_rxe"));
+    let left: Vec<String> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        vec!["initrd.img".to_string()],
+        "temporary files left behind"
+    );
+    assert!(std::fs::read(&path).unwrap().starts_with(&original));
+}
