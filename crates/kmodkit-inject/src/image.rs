@@ -117,6 +117,8 @@ struct Collector<'a> {
     /// entry.
     out: Option<(File, PathBuf)>,
     keep: Option<(String, Vec<u8>)>,
+    /// Told each kernel release as soon as its module directory appears.
+    notify: Option<std::sync::mpsc::Sender<String>>,
 }
 
 impl Visitor for Collector<'_> {
@@ -142,6 +144,10 @@ impl Visitor for Collector<'_> {
             let release = tail.split('/').next().unwrap_or("");
             if !release.is_empty() && !self.facts.kernel_releases.iter().any(|r| r == release) {
                 self.facts.kernel_releases.push(release.to_string());
+                if let Some(tx) = &self.notify {
+                    // The listener may be gone; reading goes on regardless.
+                    let _ = tx.send(release.to_string());
+                }
             }
             let dest = self.facts.module_root.join("lib/modules").join(tail);
             match &node {
@@ -206,6 +212,18 @@ impl ImageFacts {
         max_output: u64,
         progress: &dyn Progress,
     ) -> Result<ImageFacts, InjectError> {
+        Self::read_notify(path, scratch, max_output, progress, None)
+    }
+
+    /// [`ImageFacts::read`], sending each kernel release on `notify` as
+    /// soon as its module directory shows up.
+    pub fn read_notify(
+        path: &Path,
+        scratch: &Path,
+        max_output: u64,
+        progress: &dyn Progress,
+        notify: Option<std::sync::mpsc::Sender<String>>,
+    ) -> Result<ImageFacts, InjectError> {
         let image = Image::open(path)?;
         let mut facts = ImageFacts {
             path: path.to_path_buf(),
@@ -224,6 +242,7 @@ impl ImageFacts {
             facts: &mut facts,
             out: None,
             keep: None,
+            notify,
         };
         let segments = read::read_image(&image, &opts, progress, &mut collector)?;
         facts.segments = segments;

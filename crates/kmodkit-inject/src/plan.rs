@@ -166,16 +166,35 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
     let scratch = scratch_dir("kmodkit-add-drivers.")?;
     let image_root = scratch.path().join("image");
     let t = std::time::Instant::now();
-    let facts = ImageFacts::read(&req.image, &image_root, req.max_output, progress)?;
-    profile("read image", t);
+    // The source side (index check, resolution, ABI check) only needs the
+    // image's kernel release, which the reader sees early: it runs while
+    // the rest of the image is still being decompressed.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (facts, early) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            ImageFacts::read_notify(&req.image, &image_root, req.max_output, progress, Some(tx))
+        });
+        let early = rx.recv().ok().map(|k| {
+            let side = source_side(req, &k);
+            (k, side)
+        });
+        let facts = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (facts, early)
+    });
+    let facts = facts?;
+    profile("read image and resolve", t);
     let image_kernel = match (facts.kernel_releases.as_slice(), &req.kernel) {
         ([one], _) => one.clone(),
         (many, Some(k)) if many.iter().any(|r| r == k) => k.clone(),
         ([], Some(k)) => k.clone(),
-        ([], None) => return Err(InjectError::Invalid(format!(
+        ([], None) => {
+            return Err(InjectError::Invalid(format!(
             "{}: the image has no lib/modules/<release> directory; name the kernel with --kernel",
             req.image.display()
-        ))),
+        )))
+        }
         (many, _) => {
             return Err(InjectError::Invalid(format!(
                 "{}: the image has modules of several kernels ({}); name one with --kernel",
@@ -184,7 +203,63 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
             )))
         }
     };
-    let source_kernel = req.kernel.clone().unwrap_or_else(|| image_kernel.clone());
+    let side = match early {
+        Some((k, side)) if k == image_kernel => side?,
+        _ => source_side(req, &image_kernel)?,
+    };
+    let generator = facts.generator();
+    let mut plan = Plan {
+        image: req.image.clone(),
+        image_kernel,
+        source_kernel: side.source_kernel,
+        generator,
+        load_list: side
+            .resolution
+            .load_list()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        resolution: side.resolution,
+        already_in_image: Vec::new(),
+        refused: side.refused,
+        abi_check: side.abi_check,
+        mechanism: Vec::new(),
+        warnings: Vec::new(),
+        additions: Vec::new(),
+        facts,
+        scratch,
+    };
+    for m in &plan.resolution.missing_firmware {
+        plan.warnings.push(format!(
+            "{} names firmware {} but it is not under {}/lib/firmware; the device may not start without it",
+            m.module,
+            m.name,
+            req.root.display()
+        ));
+    }
+    add_modules(&mut plan, req)?;
+    add_index(&mut plan, req)?;
+    profile("image index", t);
+    add_firmware(&mut plan);
+    add_machinery(&mut plan, req)?;
+    Ok(plan)
+}
+
+/// What comes from the source tree alone.
+struct SourceSide {
+    source_kernel: String,
+    resolution: Resolution,
+    refused: Vec<Verdict>,
+    abi_check: String,
+}
+
+/// Index check, resolution, `--option` check and the ABI guard for an image
+/// of kernel `image_kernel`.
+fn source_side(req: &Request, image_kernel: &str) -> Result<SourceSide, InjectError> {
+    let source_kernel = req
+        .kernel
+        .clone()
+        .unwrap_or_else(|| image_kernel.to_string());
     let source_dir = req.root.join("lib/modules").join(&source_kernel);
     if !source_dir.join("modules.dep.bin").is_file() {
         return Err(InjectError::Invalid(format!(
@@ -200,7 +275,6 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
             req.root.display()
         )));
     }
-    profile("source index check", t);
     let dir = ModuleDirectory::new(source_dir.display().to_string());
     let resolution = resolve::resolve(
         &dir,
@@ -212,59 +286,27 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
             firmware_dir: req.root.join("lib/firmware"),
         },
     )?;
-
-    let generator = facts.generator();
-    let mut plan = Plan {
-        image: req.image.clone(),
-        image_kernel: image_kernel.clone(),
-        source_kernel: source_kernel.clone(),
-        generator,
-        load_list: resolution
-            .load_list()
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
+    check_options(&resolution, &req.options)?;
+    let (refused, abi_check) = check_abi(&resolution, req, image_kernel, &source_kernel)?;
+    Ok(SourceSide {
+        source_kernel,
         resolution,
-        already_in_image: Vec::new(),
-        refused: Vec::new(),
-        abi_check: String::new(),
-        mechanism: Vec::new(),
-        warnings: Vec::new(),
-        additions: Vec::new(),
-        facts,
-        scratch,
-    };
-    for m in &plan.resolution.missing_firmware {
-        plan.warnings.push(format!(
-            "{} names firmware {} but it is not under {}/lib/firmware; the device may not start without it",
-            m.module,
-            m.name,
-            req.root.display()
-        ));
-    }
-    profile("resolve", t);
-    check_options(&plan, &req.options)?;
-    check_abi(&mut plan, req)?;
-    profile("abi check", t);
-    add_modules(&mut plan, req)?;
-    add_index(&mut plan, req)?;
-    profile("image index", t);
-    add_firmware(&mut plan);
-    add_machinery(&mut plan, req)?;
-    Ok(plan)
+        refused,
+        abi_check,
+    })
 }
 
 /// Every `--option` names a module of the set and one of its parameters.
-fn check_options(plan: &Plan, options: &[ModuleOption]) -> Result<(), InjectError> {
+fn check_options(resolution: &Resolution, options: &[ModuleOption]) -> Result<(), InjectError> {
     for o in options {
-        let Some(m) = plan.resolution.modules.iter().find(|m| m.name == o.module) else {
+        let Some(m) = resolution.modules.iter().find(|m| m.name == o.module) else {
             return Err(InjectError::Invalid(format!(
                 "--option {}:{}={}: {} is not among the modules being added ({})",
                 o.module,
                 o.param,
                 o.value,
                 o.module,
-                plan.resolution
+                resolution
                     .modules
                     .iter()
                     .map(|m| m.name.as_str())
@@ -319,46 +361,42 @@ fn check_options(plan: &Plan, options: &[ModuleOption]) -> Result<(), InjectErro
 /// The ABI guard: the kernel's loader decides with vermagic, struct module
 /// size and symbol CRCs (kmodkit-abi); modules it would refuse are not
 /// added unless forced.
-fn check_abi(plan: &mut Plan, req: &Request) -> Result<(), InjectError> {
-    let set: Vec<PathBuf> = plan
-        .resolution
-        .modules
-        .iter()
-        .map(|m| m.path.clone())
-        .collect();
+fn check_abi(
+    resolution: &Resolution,
+    req: &Request,
+    image_kernel: &str,
+    source_kernel: &str,
+) -> Result<(Vec<Verdict>, String), InjectError> {
+    let set: Vec<PathBuf> = resolution.modules.iter().map(|m| m.path.clone()).collect();
     if set.is_empty() {
-        plan.abi_check = "nothing to check".into();
-        return Ok(());
+        return Ok((Vec::new(), "nothing to check".into()));
     }
-    match Target::load(&req.root, &plan.image_kernel, None) {
+    let (refused, how): (Vec<Verdict>, String) = match Target::load(&req.root, image_kernel, None) {
         Ok(target) => {
             let verdicts = kmodkit_abi::check(&target, &set, "updates");
-            plan.refused = verdicts.into_iter().filter(|v| !v.compatible).collect();
-            plan.abi_check = format!(
-                "checked against {} (vermagic, struct module size, symbol CRCs of {})",
-                plan.image_kernel,
-                target.symbols.source.display()
-            );
+            (
+                verdicts.into_iter().filter(|v| !v.compatible).collect(),
+                format!(
+                    "checked against {image_kernel} (vermagic, struct module size, symbol CRCs of {})",
+                    target.symbols.source.display()
+                ),
+            )
         }
-        Err(e) if plan.source_kernel == plan.image_kernel => {
-            plan.abi_check = format!(
-                "modules come from the image's own kernel {}; symbol CRCs not checked ({e})",
-                plan.image_kernel
-            );
-        }
+        Err(e) if source_kernel == image_kernel => (
+            Vec::new(),
+            format!("modules come from the image's own kernel {image_kernel}; symbol CRCs not checked ({e})"),
+        ),
         Err(e) => {
             if !req.force {
                 return Err(InjectError::Invalid(format!(
-                    "cannot check modules of {} against the image's kernel {}: {e}; install that kernel's headers (Module.symvers) or pass --force",
-                    plan.source_kernel, plan.image_kernel
+                    "cannot check modules of {source_kernel} against the image's kernel {image_kernel}: {e}; install that kernel's headers (Module.symvers) or pass --force"
                 )));
             }
-            plan.abi_check = format!("not checked ({e}); --force");
+            (Vec::new(), format!("not checked ({e}); --force"))
         }
-    }
-    if !plan.refused.is_empty() && !req.force {
-        let lines: Vec<String> = plan
-            .refused
+    };
+    if !refused.is_empty() && !req.force {
+        let lines: Vec<String> = refused
             .iter()
             .map(|v| {
                 format!(
@@ -374,14 +412,12 @@ fn check_abi(plan: &mut Plan, req: &Request) -> Result<(), InjectError> {
             })
             .collect();
         return Err(InjectError::Invalid(format!(
-            "the kernel {} would refuse {} module(s):\n{}\nnothing was written; rebuild the modules for {} or pass --force",
-            plan.image_kernel,
-            plan.refused.len(),
+            "the kernel {image_kernel} would refuse {} module(s):\n{}\nnothing was written; rebuild the modules for {image_kernel} or pass --force",
+            refused.len(),
             lines.join("\n"),
-            plan.image_kernel
         )));
     }
-    Ok(())
+    Ok((refused, how))
 }
 
 /// Where a source module goes in the image's module directory: the same

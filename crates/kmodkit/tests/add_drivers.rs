@@ -520,3 +520,248 @@ fn killed_mid_write_leaves_the_original() {
     );
     assert!(std::fs::read(&path).unwrap().starts_with(&original));
 }
+
+/// Modules of another kernel: the ABI guard refuses what the image's kernel
+/// would refuse, with the kernel's reason, and writes nothing; kmod's
+/// `modprobe --dump-modversions` and the image kernel's Module.symvers
+/// confirm each CRC it names. With --force they go to updates/kmodkit/.
+#[test]
+fn modules_of_another_abi_are_refused_with_the_reason() {
+    let img = image("initramfs-tools", "gzip");
+    let other = kmodkit_fixtures::kernels()
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k != &img.kver && k.starts_with("6.1."))
+        .expect("a second 6.1 kernel");
+    let scratch = Scratch::new("abi");
+    let path = copy_image(&img, &scratch);
+    let out = kmodkit()
+        .args(["initrd", "add-drivers", "--kernel", &other, "--root"])
+        .arg(fixture_root())
+        .arg(&path)
+        .arg("mlx4_en")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let symvers = std::fs::read_to_string(
+        fixture_root().join(format!("usr/src/linux-headers-{}/Module.symvers", img.kver)),
+    )
+    .unwrap();
+    if out.status.success() {
+        panic!(
+            "{other} -> {}: nothing refused; the fixture kernels have the same ABI? {err}",
+            img.kver
+        );
+    }
+    assert!(err.contains("would refuse"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&img.path).unwrap()
+    );
+    // Each "disagrees about version of symbol S: module expects A, P has B"
+    // checked against kmod and Module.symvers.
+    let mut checked = 0;
+    for line in err
+        .lines()
+        .filter(|l| l.contains("disagrees about version of symbol"))
+    {
+        let (module_part, _) = line.trim().split_once(' ').unwrap();
+        let file = line.split('(').nth(1).unwrap().split(')').next().unwrap();
+        let dump = String::from_utf8_lossy(&run(
+            Command::new("modprobe").args(["--dump-modversions", file])
+        ))
+        .into_owned();
+        for reason in line
+            .split("; ")
+            .filter(|r| r.contains("disagrees about version of symbol"))
+        {
+            let sym = reason
+                .split("symbol ")
+                .nth(1)
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap();
+            let expects = reason
+                .split("module expects ")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
+            let has = reason.rsplit(" has ").next().unwrap().trim();
+            let want = u64::from_str_radix(expects.trim_start_matches("0x"), 16).unwrap();
+            let got = u64::from_str_radix(has.trim_start_matches("0x"), 16).unwrap();
+            assert!(
+                dump.lines().any(|l| l.ends_with(&format!("\t{sym}"))
+                    && u64::from_str_radix(
+                        l.split('\t').next().unwrap().trim_start_matches("0x"),
+                        16
+                    )
+                    .unwrap()
+                        == want),
+                "{module_part}: kmod does not show {sym} at {expects} in {file}"
+            );
+            if let Some(row) = symvers.lines().find(|l| l.split('\t').nth(1) == Some(sym)) {
+                let crc = u64::from_str_radix(
+                    row.split('\t').next().unwrap().trim_start_matches("0x"),
+                    16,
+                )
+                .unwrap();
+                assert_eq!(
+                    crc, got,
+                    "{sym}: Module.symvers of {} says {crc:#x}",
+                    img.kver
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no CRC reason to check in: {err}");
+    // Forced: written, in updates/kmodkit/ of the image's own kernel.
+    run(kmodkit()
+        .args([
+            "initrd",
+            "add-drivers",
+            "--force",
+            "--no-backup",
+            "--kernel",
+            &other,
+            "--root",
+        ])
+        .arg(fixture_root())
+        .arg(&path)
+        .arg("mlx4_en"));
+    let listing =
+        String::from_utf8_lossy(&run(kmodkit().args(["initrd", "ls"]).arg(&path))).into_owned();
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with(&format!("modules/{}/updates/kmodkit/mlx4_en.ko", img.kver))),
+        "forced module not in updates/kmodkit"
+    );
+}
+
+/// A plain /init image (busybox, made here): the hook line goes into
+/// /init, the load script insmods every module after its dependencies
+/// (kmod's order), and the kernel loads them (qemu).
+#[test]
+fn plain_init_image_gets_a_hook_and_loads_in_kmods_order() {
+    require("busybox", "busybox-static");
+    let img = image("initramfs-tools", "gzip");
+    let scratch = Scratch::new("plain");
+    let tree = scratch.join("tree");
+    for d in ["bin", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    let busybox = String::from_utf8_lossy(&sh("command -v busybox"))
+        .trim()
+        .to_string();
+    std::fs::copy(busybox, tree.join("bin/busybox")).unwrap();
+    for app in ["sh", "cat", "mount", "echo", "grep", "poweroff"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(app)).unwrap();
+    }
+    std::fs::create_dir_all(tree.join(format!("lib/modules/{}", img.kver))).unwrap();
+    std::fs::write(
+        tree.join("init"),
+        "#!/bin/sh\nmount -t proc proc /proc\necho KMKPLAIN-BEGIN\ncat /proc/modules\necho KMKPLAIN-END\necho o > /proc/sysrq-trigger\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        tree.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = scratch.join("plain.img");
+    run(kmodkit()
+        .args(["initrd", "create", "--compress", "gzip", "-o"])
+        .arg(&path)
+        .arg(&tree));
+    let drivers = ["rdma_rxe", "virtio_net"];
+    let report: serde_json::Value = serde_json::from_slice(&run(kmodkit()
+        .args([
+            "initrd",
+            "add-drivers",
+            "--json",
+            "--kernel",
+            &img.kver,
+            "--root",
+        ])
+        .arg(fixture_root())
+        .arg(&path)
+        .args(drivers)))
+    .unwrap();
+    let load_list: Vec<String> = report["plan"]["load_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        load_list.len() > drivers.len(),
+        "rdma_rxe brings the RDMA upper layers"
+    );
+    let init = String::from_utf8_lossy(&run(kmodkit()
+        .args(["initrd", "cat"])
+        .arg(&path)
+        .arg("init")))
+    .into_owned();
+    assert_eq!(
+        init.lines().nth(1),
+        Some("/etc/kmodkit/load-drivers.sh # kmodkit initrd add-drivers")
+    );
+    // The script's insmod order is kmod's, module by module.
+    let script = String::from_utf8_lossy(&run(kmodkit()
+        .args(["initrd", "cat"])
+        .arg(&path)
+        .arg("etc/kmodkit/load-drivers.sh")))
+    .into_owned();
+    let got: Vec<String> = script
+        .lines()
+        .filter_map(|l| l.split(" insmod ").nth(1))
+        .map(|rest| module_name(rest.split_whitespace().next().unwrap()))
+        .collect();
+    let mut want: Vec<String> = Vec::new();
+    for d in &load_list {
+        if let Kmod::Insmods(o) = modprobe_show_depends(&img.kver, d) {
+            for m in o {
+                if !want.contains(&m) {
+                    want.push(m);
+                }
+            }
+        }
+    }
+    assert_eq!(got, want);
+    // Booted: the kernel has them all.
+    require("qemu-system-x86_64", "qemu-system-x86");
+    let kernel = fixture_root().join(format!("boot/vmlinuz-{}", img.kver));
+    let out = Command::new("timeout")
+        .args([
+            "180",
+            "qemu-system-x86_64",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+        ])
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&path)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    let begin = log
+        .find("KMKPLAIN-BEGIN")
+        .unwrap_or_else(|| panic!("no marker: {log}"));
+    let loaded: BTreeSet<String> = log[begin..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.contains("KMKPLAIN-END"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    for m in &want {
+        assert!(loaded.contains(m), "{m} not loaded: {loaded:?}");
+    }
+}
