@@ -190,7 +190,7 @@ fn netmask(prefix: u8) -> Ipv4Addr {
 }
 
 impl NetConfig {
-    fn iface_name(&self) -> Option<&str> {
+    pub fn iface_name(&self) -> Option<&str> {
         match &self.iface {
             Some(Iface::Name(n)) => Some(n),
             _ => None,

@@ -160,6 +160,23 @@ pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, InjectError> {
         .map_err(|source| InjectError::Io { path: base, source })
 }
 
+/// dhclient.conf without top-level `send dhcp-client-identifier` lines
+/// (commented out, so the file still shows what the generator wrote).
+fn without_global_client_id(text: &str) -> String {
+    let mut depth = 0i32;
+    let mut out = String::new();
+    for line in text.lines() {
+        let global = depth == 0;
+        depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+        if global && line.trim_start().starts_with("send dhcp-client-identifier") {
+            out.push_str("# ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Builds the plan: reads the image once, resolves, checks, and renders
 /// every file.
 pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError> {
@@ -752,7 +769,12 @@ fn dracut(
                 plan.image.display()
             )));
         };
-        let old = plan.facts.text(conf).unwrap_or_default();
+        let mut old = plan.facts.text(conf).unwrap_or_default();
+        if net.iface_name().is_none() {
+            // A global identifier replaces the image's global one (dracut's
+            // network-legacy sends `= hardware`, useless on IPoIB).
+            old = without_global_client_id(&old);
+        }
         generated(
             plan,
             conf,

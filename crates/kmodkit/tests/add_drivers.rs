@@ -765,3 +765,54 @@ fn plain_init_image_gets_a_hook_and_loads_in_kmods_order() {
         assert!(loaded.contains(m), "{m} not loaded: {loaded:?}");
     }
 }
+
+/// IPoIB on dracut: ip= and rd.neednet=1 in etc/cmdline.d, and dhclient
+/// (the image's own client, run with -cf /etc/dhclient.conf) sends the
+/// FlexBoot-style client identifier of the manual's example GUID instead
+/// of its `= hardware` default.
+#[test]
+fn ipoib_client_id_goes_into_the_images_dhclient_conf() {
+    let img = real_images()
+        .into_iter()
+        .find(|i| i.path.file_name().is_some_and(|n| n == "dracut-net.img"))
+        .expect("dracut-net.img; run scripts/initrd-fixtures");
+    let scratch = Scratch::new("clientid");
+    let path = copy_image(&img, &scratch);
+    run(kmodkit()
+        .args([
+            "initrd",
+            "add-drivers",
+            "--no-backup",
+            "--net",
+            "dhcp",
+            "--iface",
+            "00:02:c9:03:00:00:10:39",
+            "--client-id",
+            "flexboot",
+            "--root",
+        ])
+        .arg(fixture_root())
+        .arg(&path)
+        .args(["mlx4_ib", "ib_ipoib"]));
+    let cat = |p: &str| {
+        String::from_utf8_lossy(&run(kmodkit().args(["initrd", "cat"]).arg(&path).arg(p)))
+            .into_owned()
+    };
+    let conf = cat("etc/dhclient.conf");
+    let active: Vec<&str> = conf
+        .lines()
+        .filter(|l| l.trim_start().starts_with("send dhcp-client-identifier"))
+        .collect();
+    assert_eq!(
+        active,
+        vec!["send dhcp-client-identifier ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:00:10:39;"],
+        "{conf}"
+    );
+    let cmdline = cat("etc/cmdline.d/50-kmodkit-net.conf");
+    assert_eq!(cmdline.trim(), "ip=dhcp rd.neednet=1");
+    let drivers = cat("etc/cmdline.d/50-kmodkit-drivers.conf");
+    assert!(
+        drivers.starts_with("rd.driver.pre=") && drivers.contains("ib_ipoib"),
+        "{drivers}"
+    );
+}
