@@ -816,3 +816,80 @@ fn ipoib_client_id_goes_into_the_images_dhclient_conf() {
         "{drivers}"
     );
 }
+
+/// Firmware the modules name (kmod's `modinfo -F firmware`) is added from
+/// ROOT/lib/firmware, compressed variants too; what is missing is a
+/// warning; --no-firmware adds none.
+#[test]
+fn firmware_named_by_the_modules_is_added() {
+    let img = image("initramfs-tools", "gzip");
+    let scratch = Scratch::new("firmware");
+    let root = scratch.join("root");
+    std::fs::create_dir_all(root.join("lib/modules")).unwrap();
+    std::os::unix::fs::symlink(
+        fixture_root().join("lib/modules").join(&img.kver),
+        root.join("lib/modules").join(&img.kver),
+    )
+    .unwrap();
+    let names = String::from_utf8_lossy(&run(Command::new("modinfo")
+        .arg("-b")
+        .arg(fixture_root())
+        .args(["-k", &img.kver, "-F", "firmware", "e100"])))
+    .lines()
+    .map(str::to_string)
+    .collect::<Vec<_>>();
+    assert!(names.len() >= 2, "e100 names its microcode: {names:?}");
+    // The first as is, the second xz-compressed, the rest missing.
+    let fw = root.join("lib/firmware");
+    std::fs::create_dir_all(fw.join(Path::new(&names[0]).parent().unwrap())).unwrap();
+    std::fs::write(fw.join(&names[0]), b"plain firmware").unwrap();
+    std::fs::write(fw.join(format!("{}.xz", names[1])), b"xz firmware").unwrap();
+    let path = copy_image(&img, &scratch);
+    let out = kmodkit()
+        .args(["initrd", "add-drivers", "--no-backup", "--root"])
+        .arg(&root)
+        .arg(&path)
+        .arg("e100")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for missing in &names[2..] {
+        assert!(
+            err.contains(missing.as_str()),
+            "no warning for {missing}: {err}"
+        );
+    }
+    let cat = |p: String| run(kmodkit().args(["initrd", "cat"]).arg(&path).arg(p));
+    assert_eq!(
+        cat(format!("usr/lib/firmware/{}", names[0])),
+        b"plain firmware"
+    );
+    assert_eq!(
+        cat(format!("usr/lib/firmware/{}.xz", names[1])),
+        b"xz firmware"
+    );
+    // --no-firmware: none.
+    let path2 = scratch.join("second.img");
+    std::fs::copy(&img.path, &path2).unwrap();
+    run(kmodkit()
+        .args([
+            "initrd",
+            "add-drivers",
+            "--no-backup",
+            "--no-firmware",
+            "--root",
+        ])
+        .arg(&root)
+        .arg(&path2)
+        .arg("e100"));
+    let listing = String::from_utf8_lossy(&run(kmodkit()
+        .args(["initrd", "ls", "--segment", "2"])
+        .arg(&path2)))
+    .into_owned();
+    assert!(!listing.contains("firmware"), "{listing}");
+}
