@@ -301,6 +301,7 @@ fn source_side(req: &Request, image_kernel: &str) -> Result<SourceSide, InjectEr
             companions: req.companions,
             firmware: req.firmware,
             firmware_dir: req.root.join("lib/firmware"),
+            modprobe_dirs: resolve::modprobe_dirs(&req.root),
         },
     )?;
     check_options(&resolution, &req.options)?;

@@ -115,6 +115,24 @@ pub struct ResolveOptions {
     pub firmware: bool,
     /// Firmware search root (`ROOT/lib/firmware`).
     pub firmware_dir: PathBuf,
+    /// modprobe.d directories whose `softdep` lines count, in kmod's
+    /// precedence order (see [`modprobe_dirs`]).
+    pub modprobe_dirs: Vec<PathBuf>,
+}
+
+/// kmod's default configuration directories under `root`, in precedence
+/// order (libkmod.c default_config_paths).
+pub fn modprobe_dirs(root: &Path) -> Vec<PathBuf> {
+    [
+        "etc/modprobe.d",
+        "run/modprobe.d",
+        "usr/local/lib/modprobe.d",
+        "usr/lib/modprobe.d",
+        "lib/modprobe.d",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect()
 }
 
 /// Resolves `requested` against the module directory `dir` (which must
@@ -192,43 +210,21 @@ pub fn resolve(
         }
     }
 
-    let mut order = LoadOrder::default();
-    let mut softdeps = Softdeps::load(Path::new(dir.dir()));
+    let mut walk = ProbeList {
+        dir,
+        softdeps: Softdeps::load(Path::new(dir.dir()), &opts.modprobe_dirs),
+        visited: HashSet::new(),
+        order: LoadOrder::default(),
+    };
     let mut provider: Option<String> = None;
     let mut i = 0;
     while i < roots.len() {
         let (name, why) = roots[i].clone();
         i += 1;
-        if order.contains(&name) && order.is_loaded(&name) {
-            continue;
-        }
-        for pre in softdeps.take(&name, true) {
-            if dir.path_of(&pre).map_err(lookup_err)?.is_some() {
-                order.add_closure(
-                    dir,
-                    &pre,
-                    Why::Softdep {
-                        of: name.clone(),
-                        pre: true,
-                    },
-                    true,
-                )?;
-            }
-        }
-        order.add_closure(dir, &name, why, true)?;
-        for post in softdeps.take(&name, false) {
-            if dir.path_of(&post).map_err(lookup_err)?.is_some() {
-                roots.push((
-                    post,
-                    Why::Softdep {
-                        of: name.clone(),
-                        pre: false,
-                    },
-                ));
-            }
-        }
+        walk.probe(&name, why, true)?;
         if opts.companions && provider.is_none() {
-            provider = order
+            provider = walk
+                .order
                 .modules
                 .iter()
                 .find(|m| names::is_rdma_provider(&m.relpath))
@@ -248,6 +244,7 @@ pub fn resolve(
             }
         }
     }
+    let order = walk.order;
     res.modules = order.modules;
     // A module asked for by name is "requested" even when a legacy name or
     // a dependency brought it in first.
@@ -289,58 +286,6 @@ struct LoadOrder {
 }
 
 impl LoadOrder {
-    fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
-
-    fn is_loaded(&self, name: &str) -> bool {
-        self.index.get(name).is_some_and(|&i| self.modules[i].load)
-    }
-
-    /// Adds `name` after its dependencies. `modules.dep` lists a module's
-    /// whole closure so that loading it from the end forward is valid (the
-    /// order modprobe inserts in).
-    fn add_closure(
-        &mut self,
-        dir: &ModuleDirectory,
-        name: &str,
-        why: Why,
-        load: bool,
-    ) -> Result<(), InjectError> {
-        let line = dir
-            .dep_line(name)
-            .map_err(|e| InjectError::Index {
-                dir: PathBuf::from(dir.dir()),
-                message: e.to_string(),
-            })?
-            .ok_or_else(|| InjectError::Index {
-                dir: PathBuf::from(dir.dir()),
-                message: format!("{name} is not in modules.dep"),
-            })?;
-        let (own, deps) = line.split_once(':').unwrap_or((line.as_str(), ""));
-        for dep in deps.split_whitespace().rev() {
-            let Some(dep_name) = module_name_from_path(Path::new(dep)) else {
-                continue;
-            };
-            if !self.contains(&dep_name) {
-                self.push(
-                    dir,
-                    dep_name,
-                    dep,
-                    Why::DependencyOf {
-                        of: name.to_string(),
-                    },
-                    false,
-                );
-            }
-        }
-        match self.index.get(name) {
-            Some(&i) => self.modules[i].load |= load,
-            None => self.push(dir, name.to_string(), own, why, load),
-        }
-        Ok(())
-    }
-
     fn push(&mut self, dir: &ModuleDirectory, name: String, rel: &str, why: Why, load: bool) {
         let path = if rel.starts_with('/') {
             PathBuf::from(rel)
@@ -358,46 +303,176 @@ impl LoadOrder {
     }
 }
 
+/// The order libkmod's `kmod_module_get_probe_list` gives (what
+/// `modprobe --show-depends` prints): for a module, each dependency
+/// (modules.dep lists the whole closure; loaded from its end) with its own
+/// softdeps around it, then the module with its softdeps. Softdep names are
+/// looked up like modprobe does (aliases too: `crypto-crc32c` is every
+/// module with that alias).
+struct ProbeList<'d> {
+    dir: &'d ModuleDirectory,
+    softdeps: Softdeps,
+    visited: HashSet<String>,
+    order: LoadOrder,
+}
+
+impl ProbeList<'_> {
+    fn err(&self, message: String) -> InjectError {
+        InjectError::Index {
+            dir: PathBuf::from(self.dir.dir()),
+            message,
+        }
+    }
+
+    /// `__kmod_module_get_probe_list`.
+    fn probe(&mut self, name: &str, why: Why, load: bool) -> Result<(), InjectError> {
+        if !self.visited.insert(name.to_string()) {
+            if let Some(&i) = self.order.index.get(name) {
+                self.order.modules[i].load |= load;
+            }
+            return Ok(());
+        }
+        let line = self
+            .dir
+            .dep_line(name)
+            .map_err(|e| self.err(e.to_string()))?
+            .ok_or_else(|| self.err(format!("{name} is not in modules.dep")))?;
+        let (own, deps) = line.split_once(':').unwrap_or((line.as_str(), ""));
+        let own = own.to_string();
+        let deps: Vec<String> = deps.split_whitespace().rev().map(str::to_string).collect();
+        for dep in &deps {
+            let Some(dep_name) = module_name_from_path(Path::new(dep)) else {
+                continue;
+            };
+            self.fill(
+                &dep_name,
+                dep,
+                Why::DependencyOf {
+                    of: name.to_string(),
+                },
+                false,
+            )?;
+        }
+        self.fill(name, &own, why, load)
+    }
+
+    /// `__kmod_module_fill_softdep`: pre softdeps, the module, post
+    /// softdeps.
+    fn fill(&mut self, name: &str, rel: &str, why: Why, load: bool) -> Result<(), InjectError> {
+        for pre in self.softdeps.get(name, true) {
+            for m in self.lookup(&pre)? {
+                self.probe(
+                    &m,
+                    Why::Softdep {
+                        of: name.to_string(),
+                        pre: true,
+                    },
+                    false,
+                )?;
+            }
+        }
+        match self.order.index.get(name) {
+            Some(&i) => self.order.modules[i].load |= load,
+            None => self.order.push(self.dir, name.to_string(), rel, why, load),
+        }
+        for post in self.softdeps.get(name, false) {
+            for m in self.lookup(&post)? {
+                self.probe(
+                    &m,
+                    Why::Softdep {
+                        of: name.to_string(),
+                        pre: false,
+                    },
+                    false,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Module files a softdep name stands for (built-ins need nothing).
+    fn lookup(&self, name: &str) -> Result<Vec<String>, InjectError> {
+        Ok(self
+            .dir
+            .lookup(name)
+            .map_err(|e| self.err(e.to_string()))?
+            .into_iter()
+            .filter(|f| f.path.is_some())
+            .map(|f| f.name)
+            .collect())
+    }
+}
+
 /// `modules.softdep` of the source tree: `softdep NAME pre: A B post: C`.
 struct Softdeps {
     map: HashMap<String, (Vec<String>, Vec<String>)>,
-    taken: HashSet<(String, bool)>,
 }
 
 impl Softdeps {
-    fn load(dir: &Path) -> Softdeps {
-        let mut map = HashMap::new();
+    /// The configuration files first (sorted by file name; a name in an
+    /// earlier directory hides the same name in later ones, as kmod's
+    /// conf_files_list does), then the tree's modules.softdep.
+    fn load(dir: &Path, config_dirs: &[PathBuf]) -> Softdeps {
+        let mut files: std::collections::BTreeMap<std::ffi::OsString, PathBuf> =
+            std::collections::BTreeMap::new();
+        for d in config_dirs {
+            let Ok(rd) = std::fs::read_dir(d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                if name.to_string_lossy().ends_with(".conf") {
+                    files.entry(name).or_insert_with(|| e.path());
+                }
+            }
+        }
+        let mut softdeps = Softdeps {
+            map: HashMap::new(),
+        };
+        for path in files.values() {
+            // An unreadable file is skipped, as kmod does.
+            if let Ok(text) = std::fs::read_to_string(path) {
+                softdeps.parse(&text);
+            }
+        }
         // A missing file means no softdeps (depmod writes it even when
         // empty; older trees may lack it).
-        let text = std::fs::read_to_string(dir.join("modules.softdep")).unwrap_or_default();
+        softdeps.parse(&std::fs::read_to_string(dir.join("modules.softdep")).unwrap_or_default());
+        softdeps
+    }
+
+    fn parse(&mut self, text: &str) {
+        let map = &mut self.map;
         for line in text.lines() {
             let mut words = line.split_whitespace();
             if words.next() != Some("softdep") {
                 continue;
             }
             let Some(name) = words.next() else { continue };
-            let entry: &mut (Vec<String>, Vec<String>) =
-                map.entry(name.replace('-', "_")).or_default();
-            let mut pre = true;
+            // Only the first line for a module counts: libkmod's
+            // kmod_module_get_softdeps stops at the first match, "as
+            // modprobe from module-init-tools does".
+            let std::collections::hash_map::Entry::Vacant(slot) = map.entry(name.replace('-', "_"))
+            else {
+                continue;
+            };
+            let entry: &mut (Vec<String>, Vec<String>) = slot.insert(Default::default());
+            // Words before "pre:" or "post:" are ignored, as libkmod's
+            // kmod_config_parse_softdep does.
+            let mut pre: Option<bool> = None;
             for w in words {
-                match w {
-                    "pre:" => pre = true,
-                    "post:" => pre = false,
-                    m if pre => entry.0.push(m.replace('-', "_")),
-                    m => entry.1.push(m.replace('-', "_")),
+                match (w, pre) {
+                    ("pre:", _) => pre = Some(true),
+                    ("post:", _) => pre = Some(false),
+                    (m, Some(true)) => entry.0.push(m.to_string()),
+                    (m, Some(false)) => entry.1.push(m.to_string()),
+                    (_, None) => {}
                 }
             }
         }
-        Softdeps {
-            map,
-            taken: HashSet::new(),
-        }
     }
 
-    fn take(&mut self, name: &str, pre: bool) -> Vec<String> {
-        if !self.taken.insert((name.to_string(), pre)) {
-            return Vec::new();
-        }
+    fn get(&self, name: &str, pre: bool) -> Vec<String> {
         self.map
             .get(name)
             .map(|(a, b)| if pre { a.clone() } else { b.clone() })

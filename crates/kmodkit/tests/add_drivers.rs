@@ -54,9 +54,20 @@ enum Kmod {
 }
 
 fn modprobe_show_depends(kver: &str, name: &str) -> Kmod {
-    let out = Command::new("modprobe")
-        .arg("-d")
-        .arg(fixture_root())
+    let mut cmd = Command::new("modprobe");
+    cmd.arg("-d").arg(fixture_root());
+    // The configuration kmodkit reads: the fixture root's modprobe.d
+    // directories (a missing one keeps kmod off the host's).
+    for d in [
+        "etc/modprobe.d",
+        "run/modprobe.d",
+        "usr/local/lib/modprobe.d",
+        "usr/lib/modprobe.d",
+        "lib/modprobe.d",
+    ] {
+        cmd.arg("-C").arg(fixture_root().join(d));
+    }
+    let out = cmd
         .args(["-S", kver, "--show-depends", name])
         .stderr(Stdio::piped())
         .output()
@@ -892,4 +903,44 @@ fn firmware_named_by_the_modules_is_added() {
         .arg(&path2)))
     .into_owned();
     assert!(!listing.contains("firmware"), "{listing}");
+}
+
+/// For single drivers, the plan's order is exactly kmod's
+/// `modprobe --show-depends` order, softdeps (given by alias, on the
+/// module and on its dependencies) included: every module with a softdep
+/// in the tree plus a sample of network drivers.
+#[test]
+fn order_equals_modprobe_show_depends_including_softdeps() {
+    let img = image("initramfs-tools", "gzip");
+    let softdep = std::fs::read_to_string(
+        fixture_root()
+            .join("lib/modules")
+            .join(&img.kver)
+            .join("modules.softdep"),
+    )
+    .unwrap();
+    let mut names: Vec<String> = softdep
+        .lines()
+        .filter(|l| l.starts_with("softdep ") && (l.contains("pre:") || l.contains("post:")))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect();
+    names.dedup();
+    assert!(
+        names.iter().any(|n| n == "ext4"),
+        "ext4's crc32c softdep is the case to cover"
+    );
+    names.extend(["mlx5_ib", "bnxt_re", "ib_srp", "nvme_rdma", "e1000e"].map(String::from));
+    for name in names {
+        let Kmod::Insmods(want) = modprobe_show_depends(&img.kver, &name) else {
+            continue;
+        };
+        let mut dedup: Vec<String> = Vec::new();
+        for m in want {
+            if !dedup.contains(&m) {
+                dedup.push(m);
+            }
+        }
+        let report = add_drivers_json(&["--dry-run", "--no-companions", &name], &img.path);
+        assert_eq!(plan_modules(&report), dedup, "{name}");
+    }
 }
