@@ -18,9 +18,10 @@ use serde::Serialize;
 
 use crate::initrd::{Bar, ReadFlags};
 
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Put NIC and InfiniBand drivers into an existing initramfs (dracut, initramfs-tools \
+/// `kmodkit initrd add-drivers --help` (on the subcommand variant, where
+/// clap takes it from).
+pub const LONG_ABOUT: &str =
+    "Put NIC and InfiniBand drivers into an existing initramfs (dracut, initramfs-tools \
 or a plain /init) so that the image's own machinery loads them, in dependency order, before it \
 brings up the network. Replaces the vendor manuals' unpack / copy .ko files / edit init / repack \
 procedure.\n\n\
@@ -41,13 +42,15 @@ runs configure_networking).\n\n\
 --append (default) adds one compressed segment at the end: the original bytes stay intact and \
 the kernel lets later files replace earlier ones. --rebuild unpacks, merges and recompresses \
 with the original compression. The image is replaced atomically; the original is kept as \
-IMAGE.bak unless --no-backup.",
-    after_help = "Exit status: 0 written (or planned with --dry-run), 1 error (nothing written), 2 usage error.\n\n\
+IMAGE.bak unless --no-backup.";
+
+pub const AFTER_HELP: &str = "Exit status: 0 written (or planned with --dry-run), 1 error (nothing written), 2 usage error.\n\n\
 Examples:\n  kmodkit initrd add-drivers /boot/initrd.img-$(uname -r) mlx4_en mlx4_ib ib_ipoib --net dhcp\n  \
 kmodkit initrd add-drivers --dry-run initrd.img ib_addr ib_core ib_mad ib_sa ib_cm ib_uverbs ib_ucm ib_umad iw_cm rdma_cm rdma_ucm mlx4_core mlx4_ib ib_mthca ipoib_helper ib_ipoib\n  \
 kmodkit initrd add-drivers initrd.img mlx5_core --net dhcp --iface 00:02:c9:03:00:00:10:39 --client-id flexboot\n  \
-kmodkit initrd add-drivers -o node.img --root /srv/image --kernel 6.1.0-56-amd64 initrd.img mlx4_en --option mlx4_core:log_num_mgm_entry_size=-1"
-)]
+kmodkit initrd add-drivers -o node.img --root /srv/image --kernel 6.1.0-56-amd64 initrd.img mlx4_en --option mlx4_core:log_num_mgm_entry_size=-1";
+
+#[derive(Debug, Args)]
 pub struct AddDriversArgs {
     /// The initramfs image to change
     pub image: PathBuf,

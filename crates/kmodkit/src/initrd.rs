@@ -65,6 +65,7 @@ kmodkit initrd create ./root --early ./ucode -o initrd.img\n  kmodkit initrd cre
     #[command(after_help = "Exit status: 0 no differences, 1 differences found or an error.")]
     Diff(DiffArgs),
     /// Put NIC/InfiniBand drivers (with dependencies, firmware, options and network settings) into an existing image
+    #[command(long_about = crate::add_drivers::LONG_ABOUT, after_help = crate::add_drivers::AFTER_HELP)]
     AddDrivers(crate::add_drivers::AddDriversArgs),
     /// Which modules an image carries, which it loads and in what order
     Modules(crate::add_drivers::ModulesArgs),
