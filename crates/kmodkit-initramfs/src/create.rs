@@ -451,13 +451,64 @@ pub fn write_cpio(
     progress: &dyn Progress,
     done: &mut u64,
 ) -> Result<u64, Error> {
-    let mut buf = vec![0u8; 1 << 20];
+    let mut out = WriteOut {
+        out,
+        buf: vec![0u8; 1 << 20],
+    };
+    generate_cpio(entries, format, &mut out, progress, done)
+}
+
+/// A failure while copying a file into the archive: reading the file, or
+/// writing the archive.
+enum PutError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Where [`generate_cpio`] puts the archive: bytes, and file contents that
+/// the sink may read straight into its own buffer (one copy less).
+trait CpioOut {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Appends up to `want` bytes of `file` read at offset `at`; returns how
+    /// many (0: the file ended early).
+    fn put_file(&mut self, file: &File, at: u64, want: usize) -> Result<usize, PutError>;
+}
+
+/// A [`CpioOut`] over any writer, reading files through a buffer.
+struct WriteOut<'w> {
+    out: &'w mut dyn Write,
+    buf: Vec<u8>,
+}
+
+impl CpioOut for WriteOut<'_> {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)
+    }
+    fn put_file(&mut self, file: &File, at: u64, want: usize) -> Result<usize, PutError> {
+        let want = want.min(self.buf.len());
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut self.buf[..want], at)
+            .map_err(PutError::Read)?;
+        self.out
+            .write_all(&self.buf[..n])
+            .map_err(PutError::Write)?;
+        Ok(n)
+    }
+}
+
+fn generate_cpio(
+    entries: &[PlannedEntry],
+    format: Format,
+    out: &mut dyn CpioOut,
+    progress: &dyn Progress,
+    done: &mut u64,
+) -> Result<u64, Error> {
     let mut written = 0u64;
-    let put = |out: &mut dyn Write, bytes: &[u8], written: &mut u64| -> io::Result<()> {
+    let put = |out: &mut dyn CpioOut, bytes: &[u8], written: &mut u64| -> io::Result<()> {
         *written += bytes.len() as u64;
-        out.write_all(bytes)
+        out.put(bytes)
     };
     let wr = |e: io::Error| Error::write("(image)", e);
+    let mut sum_buf = Vec::new();
     for e in entries {
         let mut h = e.header;
         h.format = format;
@@ -468,11 +519,12 @@ pub fn write_cpio(
                 cause: err,
             })?;
             if format == Format::Crc {
+                sum_buf.resize(1 << 20, 0);
                 let mut sum = 0u32;
                 let mut r = &f;
                 let mut total = 0u64;
                 loop {
-                    let n = r.read(&mut buf).map_err(|err| Error::Input {
+                    let n = r.read(&mut sum_buf).map_err(|err| Error::Input {
                         path: src.clone(),
                         cause: err,
                     })?;
@@ -480,7 +532,7 @@ pub fn write_cpio(
                         break;
                     }
                     total += n as u64;
-                    sum = cpio::checksum_update(sum, &buf[..n]);
+                    sum = cpio::checksum_update(sum, &sum_buf[..n]);
                 }
                 if total != u64::from(h.filesize) {
                     return Err(changed(src));
@@ -497,17 +549,18 @@ pub fn write_cpio(
             let mut left = u64::from(h.filesize);
             let mut at = 0u64;
             while left > 0 {
-                let want = (buf.len() as u64).min(left) as usize;
-                let n = std::os::unix::fs::FileExt::read_at(&f, &mut buf[..want], at).map_err(
-                    |err| Error::Input {
+                let want = usize::try_from(left).unwrap_or(usize::MAX);
+                let n = out.put_file(&f, at, want).map_err(|err| match err {
+                    PutError::Read(cause) => Error::Input {
                         path: src.clone(),
-                        cause: err,
+                        cause,
                     },
-                )?;
+                    PutError::Write(cause) => wr(cause),
+                })?;
                 if n == 0 {
                     return Err(changed(src));
                 }
-                put(out, &buf[..n], &mut written).map_err(wr)?;
+                written += n as u64;
                 left -= n as u64;
                 at += n as u64;
                 *done += n as u64;
@@ -637,46 +690,72 @@ impl Write for OutputFile<'_> {
     }
 }
 
-/// Bytes of cpio handed from the generating thread to the compressor.
-const GEN_CHUNK: usize = 4 << 20;
+/// Bytes of cpio handed from the generating thread to the compressor at
+/// once. gzip's output (zlib-rs) depends on how its input is split into
+/// writes, so it is fed the 4 MiB pieces it always was: images stay the
+/// same bytes. The others' output does not depend on it (multi-threaded
+/// zstd and xz cut fixed-size jobs; bzip2, lzma and lz4 fixed blocks), and
+/// 1 MiB pieces mean fewer fresh pages to fault in.
+fn gen_chunk(c: Compression) -> usize {
+    match c {
+        Compression::Gzip => 4 << 20,
+        _ => 1 << 20,
+    }
+}
 
-/// Collects written bytes into chunks sent over a channel; empty buffers
-/// come back for reuse.
+/// Fills fixed-size buffers with the cpio stream (file data read straight
+/// into them) and sends each full one over a channel; used buffers come
+/// back for reuse, so the few in flight are allocated (and faulted in)
+/// once.
 struct ChunkWriter {
+    /// Always `chunk` bytes long; `len` of them are filled.
     buf: Vec<u8>,
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    len: usize,
+    chunk: usize,
+    tx: std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
 impl ChunkWriter {
     fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.len == 0 {
             return Ok(());
         }
-        let mut next = self
+        let next = self
             .spare
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(GEN_CHUNK));
-        next.clear();
+            .unwrap_or_else(|_| vec![0; self.chunk]);
         let full = std::mem::replace(&mut self.buf, next);
+        let len = std::mem::take(&mut self.len);
         self.tx
-            .send(full)
+            .send((full, len))
             .map_err(|_| io::Error::other("the compressor stopped"))
     }
 }
 
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = GEN_CHUNK - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == GEN_CHUNK {
-            self.send()?;
+impl CpioOut for ChunkWriter {
+    fn put(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(self.chunk - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+            self.len += n;
+            bytes = &bytes[n..];
+            if self.len == self.chunk {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+    fn put_file(&mut self, file: &File, at: u64, want: usize) -> Result<usize, PutError> {
+        let n = want.min(self.chunk - self.len);
+        let n =
+            std::os::unix::fs::FileExt::read_at(file, &mut self.buf[self.len..self.len + n], at)
+                .map_err(PutError::Read)?;
+        self.len += n;
+        if self.len == self.chunk {
+            self.send().map_err(PutError::Write)?;
         }
         Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
     }
 }
 
@@ -725,28 +804,31 @@ pub fn write_segments<W: Write + Send>(
             // and handed over in large chunks, so reading the tree overlaps
             // with compressing it instead of delaying the compressor.
             std::thread::scope(|scope| -> Result<(), Error> {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+                let chunk = gen_chunk(seg.encode.compression);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(4);
                 let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
                 let generator = scope.spawn(move || {
                     let mut chunks = ChunkWriter {
-                        buf: Vec::with_capacity(GEN_CHUNK),
+                        buf: vec![0; chunk],
+                        len: 0,
+                        chunk,
                         tx,
                         spare: back_rx,
                     };
                     let mut done_here = 0u64;
-                    write_cpio(
+                    generate_cpio(
                         seg.entries,
                         seg.format,
                         &mut chunks,
                         progress,
                         &mut done_here,
                     )?;
-                    chunks.flush().map_err(wr)?;
+                    chunks.send().map_err(wr)?;
                     Ok::<u64, Error>(done_here)
                 });
                 let mut failed = None;
-                for chunk in rx.iter() {
-                    if let Err(e) = enc.write_all(&chunk) {
+                for (chunk, len) in rx.iter() {
+                    if let Err(e) = enc.write_all(&chunk[..len]) {
                         failed = Some(wr(e));
                         break;
                     }

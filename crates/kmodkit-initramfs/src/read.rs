@@ -14,15 +14,16 @@
 //!   archives, each after the first at a 4-byte aligned stream offset,
 //!   with only zeros between and after them.
 //!
-//! Decompression runs on its own thread and hands large buffers to the
-//! parser (bounded queue, recycled buffers: memory stays a few MiB whatever
+//! Decompression can run on its own thread and hand 1 MiB buffers to the
+//! parser (a fixed pool of recycled buffers: memory stays a few MiB whatever
 //! the image size).
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufRead, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 
 use serde::Serialize;
 
@@ -30,13 +31,20 @@ use crate::compression::{self, Compression};
 use crate::cpio::{self, FileType, Format, Header, HeaderError, HEADER_LEN, PATH_MAX, TRAILER};
 use crate::error::Error;
 
-/// Bytes of decompressed data handed over at once between threads: large,
-/// so that the two threads rarely wait for each other (on a busy machine
-/// every wake-up costs a scheduling round).
-const CHUNK_THREADED: usize = 8 << 20;
-/// Chunks in flight between the decompressing and the parsing thread
-/// (memory: at most about (QUEUE + 2) * CHUNK_THREADED).
-const QUEUE: usize = 3;
+/// Bytes of decompressed data handed over at once between threads.
+const CHUNK_THREADED: usize = 1 << 20;
+/// Chunks shared by the decompressing and the parsing thread; they go round
+/// and round. Enough of them that the decompressor, which sets the pace,
+/// runs on while the parser works through a stretch of small files (a few
+/// syscalls each). They come from one anonymous mapping with transparent
+/// huge pages (a handful of page faults, not one per 4 KiB), taken by the
+/// parsing thread while it waits.
+const POOL: usize = 16;
+/// The threaded reader maps image pages this far ahead of the decoder ...
+const MAP_AHEAD: u64 = 16 << 20;
+/// ... and lets go of them behind it, in steps of this many bytes (each
+/// step costs the decoding thread a TLB flush).
+const MAP_STEP: u64 = 4 << 20;
 /// Chunk size on one thread: small enough to stay in the CPU cache while
 /// the parser walks it.
 const CHUNK_INLINE: usize = 256 << 10;
@@ -51,6 +59,13 @@ pub trait ImageSource: Sync {
     fn as_slice(&self) -> Option<&[u8]> {
         None
     }
+    /// The reader is done with the bytes before `offset`: a mapping may
+    /// drop their page table entries now (on a thread with time to spare)
+    /// instead of all at once when the image is closed.
+    fn release(&self, _offset: u64) {}
+    /// A mapping may map the bytes in `from..to` now (on a thread with time
+    /// to spare) so that the decoder takes no page faults for them.
+    fn populate(&self, _from: u64, _to: u64) {}
 }
 
 impl ImageSource for memmap2::Mmap {
@@ -59,6 +74,28 @@ impl ImageSource for memmap2::Mmap {
     }
     fn as_slice(&self) -> Option<&[u8]> {
         Some(self)
+    }
+    fn release(&self, offset: u64) {
+        let len = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len())
+            & !4095;
+        if len > 0 {
+            // SAFETY: the map is a read-only mapping of a file: dropping its
+            // page table entries changes no byte of it (a later access
+            // faults the same page cache page back in); DontNeed is only
+            // unsafe for private mappings that were written to.
+            let _ =
+                unsafe { self.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, len) };
+        }
+    }
+    fn populate(&self, from: u64, to: u64) {
+        let clamp = |x: u64| usize::try_from(x).unwrap_or(usize::MAX).min(self.len());
+        let (start, end) = (clamp(from) & !4095, clamp(to));
+        if start < end {
+            // Advisory (MADV_POPULATE_READ, Linux 5.14).
+            let _ = self.advise_range(memmap2::Advice::PopulateRead, start, end - start);
+        }
     }
 }
 
@@ -153,6 +190,16 @@ impl<'a> Image<'a> {
             }
         }
         Ok(done)
+    }
+
+    /// See [`ImageSource::release`].
+    fn release(&self, offset: u64) {
+        self.source.release(offset)
+    }
+
+    /// See [`ImageSource::populate`].
+    fn populate(&self, from: u64, to: u64) {
+        self.source.populate(from, to)
     }
 
     fn read_error(&self, cause: io::Error) -> Error {
@@ -276,10 +323,62 @@ impl Default for ReadOptions {
     }
 }
 
-enum Event {
+enum Event<'b> {
     Start(SegmentInfo),
-    Data(Vec<u8>, usize),
-    End { end: u64 },
+    /// A buffer, how many of its bytes are data, and the image offset
+    /// before which the decoder needs no more bytes.
+    Data(&'b mut [u8], usize, u64),
+    End {
+        end: u64,
+    },
+}
+
+/// Keeps a mapped image's pages mapped a little ahead of the decoder and
+/// unmapped behind it, from the parsing thread: the decoder then takes no
+/// page faults, and closing the image has no page tables left to tear down.
+#[derive(Default)]
+struct MapWindow {
+    released: u64,
+    populated: u64,
+}
+
+impl MapWindow {
+    fn advance(&mut self, image: &Image<'_>, done: u64) {
+        if done >= self.released + MAP_STEP {
+            image.release(done);
+            self.released = done;
+        }
+        if done + MAP_AHEAD > self.populated + MAP_STEP {
+            let from = self.populated.max(done);
+            self.populated = done + MAP_AHEAD;
+            image.populate(from, self.populated);
+        }
+    }
+}
+
+/// Memory for the chunks of the threaded reader.
+enum PoolMemory {
+    Mapped(memmap2::MmapMut),
+    Heap(Vec<u8>),
+}
+
+impl PoolMemory {
+    fn new(len: usize) -> PoolMemory {
+        match memmap2::MmapOptions::new().len(len).map_anon() {
+            Ok(map) => {
+                // Advisory: without huge pages it is ordinary memory.
+                let _ = map.advise(memmap2::Advice::HugePage);
+                PoolMemory::Mapped(map)
+            }
+            Err(_) => PoolMemory::Heap(vec![0; len]),
+        }
+    }
+    fn bytes(&mut self) -> &mut [u8] {
+        match self {
+            PoolMemory::Mapped(m) => m,
+            PoolMemory::Heap(v) => v,
+        }
+    }
 }
 
 /// Receives each segment's decompressed bytes as they are (repack).
@@ -312,20 +411,65 @@ pub fn read_image_streams(
     let mut consumer = Consumer::new(image.name.clone());
     consumer.sink = sink;
     let result = if opts.threaded {
+        let mut pool = PoolMemory::new(POOL * CHUNK_THREADED);
+        let mut chunks = pool.bytes().chunks_mut(CHUNK_THREADED);
+        let first = chunks.next().expect("the pool holds chunks");
+        // Chunks nobody has touched yet: the parsing thread faults them in
+        // while it has nothing to parse; the decoder takes one itself only
+        // when it would otherwise wait.
+        let fresh = Mutex::new(chunks.collect::<Vec<_>>());
         std::thread::scope(|scope| {
-            let (tx, rx) = mpsc::sync_channel::<Event>(QUEUE);
-            let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
+            // Data events are bounded by the pool, so the queue needs no
+            // bound of its own.
+            let (tx, rx) = mpsc::channel::<Event<'_>>();
+            let (free_tx, free_rx) = mpsc::channel::<&mut [u8]>();
+            let take_fresh = || fresh.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let producer = scope.spawn(move || {
-                produce(image, opts, progress, &mut |ev| {
+                produce(image, opts, progress, first, &mut |ev| {
+                    let data = matches!(ev, Event::Data(..));
                     tx.send(ev).map_err(|_| Error::Stopped)?;
-                    Ok(recycle_rx.try_recv().ok())
+                    if !data {
+                        return Ok(None);
+                    }
+                    match free_rx.try_recv() {
+                        Ok(chunk) => return Ok(Some(chunk)),
+                        Err(mpsc::TryRecvError::Empty) => {}
+                        Err(mpsc::TryRecvError::Disconnected) => return Err(Error::Stopped),
+                    }
+                    if let Some(chunk) = take_fresh() {
+                        return Ok(Some(chunk));
+                    }
+                    free_rx.recv().map(Some).map_err(|_| Error::Stopped)
                 })
             });
             let mut consumed = Ok(());
-            for ev in rx.iter() {
+            let mut window = MapWindow::default();
+            image.populate(0, MAP_AHEAD);
+            loop {
+                let ev = match rx.try_recv() {
+                    Ok(ev) => ev,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        if let Some(chunk) = take_fresh() {
+                            // Huge pages: one fault per 2 MiB.
+                            for byte in chunk.iter_mut().step_by(4096) {
+                                *byte = 1;
+                            }
+                            let _ = free_tx.send(chunk);
+                            continue;
+                        }
+                        match rx.recv() {
+                            Ok(ev) => ev,
+                            Err(_) => break,
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                };
+                if let Event::Data(_, _, done) = ev {
+                    window.advance(image, done);
+                }
                 match consumer.handle(ev, visitor) {
                     Ok(Some(buf)) => {
-                        let _ = recycle_tx.send(buf);
+                        let _ = free_tx.send(buf);
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -334,7 +478,9 @@ pub fn read_image_streams(
                     }
                 }
             }
+            // A producer waiting for a chunk or sending stops now.
             drop(rx);
+            drop(free_tx);
             let produced = producer
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -345,7 +491,8 @@ pub fn read_image_streams(
             }
         })
     } else {
-        produce(image, opts, progress, &mut |ev| {
+        let mut buf = vec![0; CHUNK_INLINE];
+        produce(image, opts, progress, &mut buf, &mut |ev| {
             consumer.handle(ev, visitor)
         })
     };
@@ -368,10 +515,17 @@ struct SourceReader<'i, 'a> {
     /// Image offset of `buf[end]`.
     next: u64,
     progress: &'i dyn Progress,
+    /// The position, for the one who hands the decoded data on.
+    done: &'i Cell<u64>,
 }
 
 impl<'i, 'a> SourceReader<'i, 'a> {
-    fn new(image: &'i Image<'a>, offset: u64, progress: &'i dyn Progress) -> Self {
+    fn new(
+        image: &'i Image<'a>,
+        offset: u64,
+        progress: &'i dyn Progress,
+        done: &'i Cell<u64>,
+    ) -> Self {
         let slice = image.source.as_slice();
         SourceReader {
             image,
@@ -385,6 +539,7 @@ impl<'i, 'a> SourceReader<'i, 'a> {
             end: 0,
             next: offset,
             progress,
+            done,
         }
     }
     fn position(&self) -> u64 {
@@ -426,30 +581,30 @@ impl BufRead for SourceReader<'_, '_> {
     fn consume(&mut self, n: usize) {
         if self.slice.is_some() {
             self.next += n as u64;
-            return;
+        } else {
+            self.start = (self.start + n).min(self.end);
         }
-        self.start = (self.start + n).min(self.end);
+        self.done.set(self.position());
     }
 }
 
-type Sink<'s> = dyn FnMut(Event) -> Result<Option<Vec<u8>>, Error> + 's;
+/// Takes an event; after a Data event, gives the next buffer to fill.
+type Sink<'s, 'b> = dyn FnMut(Event<'b>) -> Result<Option<&'b mut [u8]>, Error> + 's;
 
-fn produce(
+fn produce<'b>(
     image: &Image<'_>,
     opts: &ReadOptions,
     progress: &dyn Progress,
-    sink: &mut Sink<'_>,
+    first: &'b mut [u8],
+    sink: &mut Sink<'_, 'b>,
 ) -> Result<(), Error> {
     let mut pos = 0u64;
     let mut index = 0usize;
     let mut produced = 0u64;
-    let mut spare: Option<Vec<u8>> = None;
+    let mut spare: Option<&'b mut [u8]> = Some(first);
+    // Image bytes before this offset are decoded and not needed again.
+    let input_done = Cell::new(0u64);
     let mut scan = vec![0u8; 64 << 10];
-    let chunk_size = if opts.threaded {
-        CHUNK_THREADED
-    } else {
-        CHUNK_INLINE
-    };
     loop {
         // Zero padding between segments.
         let Some(start) = skip_zeros(image, pos, &mut scan)? else {
@@ -489,10 +644,10 @@ fn produce(
             kernel_note: compression::kernel_note(compression, head),
         };
         sink(Event::Start(info))?;
-        let mut take = |sink: &mut Sink<'_>,
+        let mut take = |sink: &mut Sink<'_, 'b>,
                         fill: &mut dyn FnMut(&mut [u8]) -> Result<usize, Error>|
          -> Result<bool, Error> {
-            let mut buf = spare.take().unwrap_or_else(|| vec![0; chunk_size]);
+            let buf = spare.take().ok_or(Error::Stopped)?;
             let mut len = 0;
             while len < buf.len() {
                 let n = fill(&mut buf[len..])?;
@@ -513,7 +668,7 @@ fn produce(
                     limit: opts.max_output,
                 });
             }
-            spare = sink(Event::Data(buf, len))?;
+            spare = sink(Event::Data(buf, len, input_done.get()))?;
             Ok(true)
         };
         let end = if compression == Compression::None {
@@ -525,12 +680,13 @@ fn produce(
                     .read_exact_at(&mut b[..want], at)
                     .map_err(|e| image.read_error(e))?;
                 at += n as u64;
+                input_done.set(at);
                 progress.set_position(at);
                 Ok(n)
             })? {}
             end
         } else {
-            let mut reader = SourceReader::new(image, pos, progress);
+            let mut reader = SourceReader::new(image, pos, progress, &input_done);
             {
                 let decode_error = |cause: io::Error| Error::Decompress {
                     image: image.name.clone(),
@@ -729,7 +885,11 @@ impl<'k> Consumer<'k> {
         String::from_utf8_lossy(&self.name).into_owned()
     }
 
-    fn handle(&mut self, ev: Event, v: &mut dyn Visitor) -> Result<Option<Vec<u8>>, Error> {
+    fn handle<'b>(
+        &mut self,
+        ev: Event<'b>,
+        v: &mut dyn Visitor,
+    ) -> Result<Option<&'b mut [u8]>, Error> {
         match ev {
             Event::Start(info) => {
                 self.state = State::Header;
@@ -745,7 +905,7 @@ impl<'k> Consumer<'k> {
                 self.seg = Some(info);
                 Ok(None)
             }
-            Event::Data(buf, len) => {
+            Event::Data(buf, len, _) => {
                 self.push(&buf[..len], v)?;
                 if let Some(sink) = self.sink.as_mut() {
                     sink.data(&buf[..len])?;
