@@ -66,6 +66,8 @@ fn wanted(name: &str) -> bool {
         "etc/modules-load.d/",
         "usr/lib/modules-load.d/",
         "etc/modprobe.d/",
+        "usr/lib/modprobe.d/",
+        "lib/modprobe.d/",
     ];
     EXACT.contains(&name)
         || PREFIXES.iter().any(|p| name.starts_with(p))

@@ -264,6 +264,38 @@ pub fn resolve(
     Ok(res)
 }
 
+/// The order modprobe loads `names` in (each with its dependencies and
+/// softdeps, as [`resolve`] computes it), and the names `modules.dep` does
+/// not have. For reading an image's own index (`initrd modules`).
+pub fn probe_order(
+    dir: &ModuleDirectory,
+    names: &[String],
+    modprobe_dirs: &[PathBuf],
+) -> Result<(Vec<String>, Vec<String>), InjectError> {
+    let mut walk = ProbeList {
+        dir,
+        softdeps: Softdeps::load(Path::new(dir.dir()), modprobe_dirs),
+        visited: HashSet::new(),
+        order: LoadOrder::default(),
+    };
+    let mut missing = Vec::new();
+    for n in names {
+        if dir
+            .dep_line(n)
+            .map_err(|e| walk.err(e.to_string()))?
+            .is_none()
+        {
+            missing.push(n.clone());
+            continue;
+        }
+        walk.probe(n, Why::Requested, true)?;
+    }
+    Ok((
+        walk.order.modules.into_iter().map(|m| m.name).collect(),
+        missing,
+    ))
+}
+
 /// Every module name in `modules.dep` (for close matches).
 fn module_names(dir: &ModuleDirectory) -> Result<Vec<String>, InjectError> {
     let path = PathBuf::from(format!("{}/modules.dep", dir.dir()));

@@ -2,7 +2,6 @@
 //! line of kmodkit-inject. The library decides and explains; this module
 //! prints.
 
-use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -456,37 +455,36 @@ pub fn modules(a: &ModulesArgs) -> anyhow::Result<bool> {
         .unwrap_or_default();
     carries.sort();
     let loads = explicit_loads(&facts, generator);
-    let mut load_order = Vec::new();
-    let mut missing = Vec::new();
-    if let Some(k) = &kernel {
-        let dir = ModuleDirectory::new(
-            scratch
-                .path()
-                .join("lib/modules")
-                .join(k)
-                .display()
-                .to_string(),
-        );
-        let mut seen = HashSet::new();
-        for l in &loads {
-            match dir.dep_line(&l.module).ok().flatten() {
-                Some(line) => {
-                    let (_, deps) = line.split_once(':').unwrap_or((&line, ""));
-                    let names = deps
-                        .split_whitespace()
-                        .rev()
-                        .filter_map(|d| module_name_from_path(Path::new(d)))
-                        .chain(std::iter::once(l.module.clone()));
-                    for n in names {
-                        if seen.insert(n.clone()) {
-                            load_order.push(n);
-                        }
+    let (load_order, missing) = match &kernel {
+        Some(k) => {
+            let dir = ModuleDirectory::new(
+                scratch
+                    .path()
+                    .join("lib/modules")
+                    .join(k)
+                    .display()
+                    .to_string(),
+            );
+            // Softdeps as the image's own modprobe sees them: its index
+            // and its modprobe.d files.
+            let conf = scratch.path().join("modprobe.d");
+            std::fs::create_dir_all(&conf)?;
+            for (name, bytes) in &facts.files {
+                if let Some(base) = name
+                    .strip_prefix("etc/modprobe.d/")
+                    .or_else(|| name.strip_prefix("usr/lib/modprobe.d/"))
+                    .or_else(|| name.strip_prefix("lib/modprobe.d/"))
+                {
+                    if !base.contains('/') && !conf.join(base).exists() {
+                        std::fs::write(conf.join(base), bytes)?;
                     }
                 }
-                None => missing.push(l.module.clone()),
             }
+            let names: Vec<String> = loads.iter().map(|l| l.module.clone()).collect();
+            kmodkit_inject::resolve::probe_order(&dir, &names, &[conf])?
         }
-    }
+        None => (Vec::new(), loads.iter().map(|l| l.module.clone()).collect()),
+    };
     let report = ModulesReport {
         image: a.image.clone(),
         generator,
