@@ -146,18 +146,44 @@ fn with_block(text: &str, block: &str) -> String {
 
 /// A scratch directory in memory when possible: the image's module
 /// directory is unpacked there (hundreds of files), which costs far more
-/// on a disk-backed /tmp. `TMPDIR` wins when set.
+/// on a disk-backed /tmp. `TMPDIR` wins when set. The name carries the
+/// process id, so scratch directories of killed runs (whose process is
+/// gone) are removed by the next run.
 pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, InjectError> {
     let base = match std::env::var_os("TMPDIR") {
         Some(t) => PathBuf::from(t),
         None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
         None => std::env::temp_dir(),
     };
+    remove_stale_scratch(&base, prefix);
+    let prefix = format!("{prefix}{}.", std::process::id());
     tempfile::Builder::new()
-        .prefix(prefix)
+        .prefix(&prefix)
         .tempdir_in(&base)
-        .or_else(|_| tempfile::Builder::new().prefix(prefix).tempdir())
+        .or_else(|_| tempfile::Builder::new().prefix(&prefix).tempdir())
         .map_err(|source| InjectError::Io { path: base, source })
+}
+
+/// Removes `PREFIX<pid>.*` directories whose process no longer exists.
+fn remove_stale_scratch(base: &Path, prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.split('.').next())
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            // Best effort: another run may be removing it at the same time.
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// dhclient.conf without top-level `send dhcp-client-identifier` lines

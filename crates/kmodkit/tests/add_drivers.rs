@@ -493,9 +493,12 @@ fn killed_mid_write_leaves_the_original() {
     let scratch = Scratch::new("fault");
     let path = copy_image(&img, &scratch);
     let original = std::fs::read(&path).unwrap();
+    // kmodkit's own scratch space, to see that killed runs' leftovers go.
+    let tmp = Scratch::new("fault-tmp");
     for point in ["add-drivers-write", "add-drivers-written"] {
         for mode in ["--append", "--rebuild"] {
             let out = kmodkit()
+                .env("TMPDIR", tmp.path())
                 .env("KMODKIT_FAULT", format!("{point}:1"))
                 .args(["initrd", "add-drivers", "--no-backup", mode, "--root"])
                 .arg(fixture_root())
@@ -520,11 +523,21 @@ fn killed_mid_write_leaves_the_original() {
         std::fs::read_dir(scratch.path()).unwrap().count() > 1,
         "the killed runs left no temporary file?"
     );
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().count() > 0,
+        "the killed runs left no scratch directory?"
+    );
     run(kmodkit()
+        .env("TMPDIR", tmp.path())
         .args(["initrd", "add-drivers", "--no-backup", "--root"])
         .arg(fixture_root())
         .arg(&path)
         .arg("rdma_rxe"));
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "scratch directories of killed runs left behind"
+    );
     let left: Vec<String> = std::fs::read_dir(scratch.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
