@@ -358,12 +358,7 @@ fn check_options(resolution: &Resolution, options: &[ModuleOption]) -> Result<()
                     .join(", ")
             )));
         };
-        let module =
-            kmodkit_module::read_module_mapped(&m.path, kmodkit_module::compression::DEFAULT_LIMIT)
-                .map_err(|e| InjectError::Module {
-                    path: m.path.clone(),
-                    message: e.to_string(),
-                })?;
+        let module = m.read()?;
         let params: Vec<String> = module
             .modinfo_values("parmtype")
             .chain(module.modinfo_values("parm"))

@@ -52,6 +52,17 @@ pub struct ResolvedModule {
     pub load: bool,
 }
 
+impl ResolvedModule {
+    /// Parses the module file (its .modinfo: parameters, firmware).
+    pub fn read(&self) -> Result<kmodkit_module::Module, InjectError> {
+        kmodkit_module::read_module_mapped(&self.path, kmodkit_module::compression::DEFAULT_LIMIT)
+            .map_err(|e| InjectError::Module {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
 /// A message about a name that was asked for.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -518,12 +529,7 @@ impl Softdeps {
 fn find_firmware(res: &mut Resolution, dir: &Path, release: &str) -> Result<(), InjectError> {
     let mut seen = HashSet::new();
     for m in &res.modules {
-        let module =
-            kmodkit_module::read_module_mapped(&m.path, kmodkit_module::compression::DEFAULT_LIMIT)
-                .map_err(|e| InjectError::Module {
-                    path: m.path.clone(),
-                    message: e.to_string(),
-                })?;
+        let module = m.read()?;
         for fw in module.modinfo_values("firmware") {
             let name = String::from_utf8_lossy(fw).into_owned();
             if !seen.insert(name.clone()) {

@@ -180,14 +180,7 @@ pub fn write(
                     out.write_all(&[0u8; 4])
                         .map_err(|e| kmodkit_initramfs::Error::write("(image)", e))?;
                 }
-                let spec = SegmentSpec {
-                    entries: &planned,
-                    format: Format::Newc,
-                    encode,
-                };
-                create::write_segments(&[spec], out, progress)?;
-                fault_point("add-drivers-written");
-                Ok(())
+                new_segment(&planned, encode, out, progress)
             })?;
         }
         Mode::Rebuild => {
@@ -261,14 +254,7 @@ pub fn write(
                 out.write_all(&[0u8; 4][..pad as usize])
                     .map_err(|e| kmodkit_initramfs::Error::write("(image)", e))?;
                 fault_point("add-drivers-write");
-                let spec = SegmentSpec {
-                    entries: &planned,
-                    format: Format::Newc,
-                    encode,
-                };
-                create::write_segments(&[spec], out, progress)?;
-                fault_point("add-drivers-written");
-                Ok(())
+                new_segment(&planned, encode, out, progress)
             })?;
         }
     }
@@ -281,6 +267,23 @@ pub fn write(
         compression,
         size_before,
     })
+}
+
+/// The segment with the additions, after the bytes kept from the image.
+fn new_segment(
+    planned: &[create::PlannedEntry],
+    encode: EncodeOptions,
+    out: &mut create::OutputFile<'_>,
+    progress: &dyn Progress,
+) -> Result<(), kmodkit_initramfs::Error> {
+    let spec = SegmentSpec {
+        entries: planned,
+        format: Format::Newc,
+        encode,
+    };
+    create::write_segments(&[spec], out, progress)?;
+    fault_point("add-drivers-written");
+    Ok(())
 }
 
 /// `IMAGE.bak`.

@@ -116,6 +116,16 @@ fn plan_modules(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The modules the image loads explicitly, in order.
+fn load_list(report: &serde_json::Value) -> Vec<String> {
+    report["plan"]["load_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Every name of the manual's list is either a module (added with kmod's
 /// dependency closure, in an order kmod agrees with), built in, or a
 /// legacy name that is explained; kmod decides which.
@@ -188,12 +198,7 @@ fn seed_list_given_verbatim_is_explained_and_resolved() {
     );
     // And nothing else: the plan is exactly the union of kmod's closures of
     // what it loads explicitly.
-    let load_list: Vec<String> = report["plan"]["load_list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let load_list = load_list(&report);
     let mut union = BTreeSet::new();
     for m in &load_list {
         match modprobe_show_depends(&img.kver, m) {
@@ -372,18 +377,13 @@ fn append_and_rebuild_give_an_image_kmod_agrees_with() {
     require("depmod", "kmod");
     require("cpio", "cpio");
     let img = image("initramfs-tools", "gzip");
-    let drivers = [
-        "mlx4_en",
-        "mlx4_ib",
-        "ib_ipoib",
-        "rdma_ucm",
-        "ib_umad",
-        "virtio_net",
-        "rdma_rxe",
-        // softdeps: ehci_pci from modules.softdep, ehci_hcd from the
-        // image's own modprobe.d (kmod's aliases.conf)
-        "ohci_pci",
-    ];
+    // ohci_pci for softdeps: ehci_pci from modules.softdep, ehci_hcd from
+    // the image's own modprobe.d (kmod's aliases.conf).
+    let drivers: Vec<&str> = initrd_common::ISSUE_DRIVERS
+        .iter()
+        .copied()
+        .chain(["ohci_pci"])
+        .collect();
     for mode in ["--append", "--rebuild"] {
         let scratch = Scratch::new("mode");
         let path = copy_image(&img, &scratch);
@@ -394,7 +394,7 @@ fn append_and_rebuild_give_an_image_kmod_agrees_with() {
             "--option",
             "ib_ipoib:send_queue_size=256",
         ];
-        args.extend(drivers);
+        args.extend(&drivers);
         let report = add_drivers_json(&args, &path);
         assert_eq!(report["written"]["mode"], mode.trim_start_matches("--"));
         let original = std::fs::read(&img.path).unwrap();
@@ -415,7 +415,7 @@ fn append_and_rebuild_give_an_image_kmod_agrees_with() {
         let tree = scratch.join("tree");
         unpack_with_gnu_cpio(&path, &tree, &scratch);
         let conf = std::fs::read_to_string(tree.join("conf/modules")).unwrap();
-        for d in drivers {
+        for &d in &drivers {
             assert!(
                 conf.lines().any(|l| l == d),
                 "{mode}: {d} not in conf/modules:\n{conf}"
@@ -720,12 +720,7 @@ fn plain_init_image_gets_a_hook_and_loads_in_kmods_order() {
         .arg(&path)
         .args(drivers)))
     .unwrap();
-    let load_list: Vec<String> = report["plan"]["load_list"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let load_list = load_list(&report);
     assert!(
         load_list.len() > drivers.len(),
         "rdma_rxe brings the RDMA upper layers"

@@ -13,19 +13,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use initrd_common::{fixture_root, kmodkit, real_images, require, run, RealImage, Scratch};
-
-/// The issue's set: ConnectX Ethernet and InfiniBand, the RDMA upper
-/// layers, the VM's NIC, and soft-RoCE.
-const DRIVERS: &[&str] = &[
-    "mlx4_en",
-    "mlx4_ib",
-    "ib_ipoib",
-    "rdma_ucm",
-    "ib_umad",
-    "virtio_net",
-    "rdma_rxe",
-];
+use initrd_common::{
+    fixture_root, kmodkit, real_images, require, run, RealImage, Scratch, ISSUE_DRIVERS as DRIVERS,
+};
 
 fn find_image(file: &str) -> RealImage {
     real_images()

@@ -23,6 +23,18 @@ fn cache_dir() -> PathBuf {
     kmodkit_fixtures::cache_dir()
 }
 
+/// The drivers issue 6 injects: ConnectX Ethernet and InfiniBand, the
+/// RDMA upper layers, the VM's NIC, and soft-RoCE.
+pub const ISSUE_DRIVERS: &[&str] = &[
+    "mlx4_en",
+    "mlx4_ib",
+    "ib_ipoib",
+    "rdma_ucm",
+    "ib_umad",
+    "virtio_net",
+    "rdma_rxe",
+];
+
 /// The images of `scripts/initrd-fixtures`; panics with the command to run
 /// when they are missing (a silently skipped test proves nothing).
 pub fn real_images() -> Vec<RealImage> {
