@@ -119,8 +119,13 @@ impl std::fmt::Display for Compression {
     }
 }
 
+/// zstd levels whose strategies are fast or dfast (zstd's clevels.h).
+const ZSTD_FAST_LEVEL_MAX: i32 = 4;
+/// Bytes of input per multi-threaded zstd job at those levels.
+const ZSTD_FAST_JOB: u32 = 4 << 20;
+
 /// The kernel's zstd window limit (ZSTD_WINDOWLOG_MAX in lib/zstd).
-const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 /// Memory liblzma may use to decode one xz/lzma stream.
 const LZMA_MEMLIMIT: u64 = 256 << 20;
 
@@ -743,6 +748,18 @@ pub fn encoder<'a, W: Write + Send + 'a>(
             // not depend on their number (but differs from 0 workers).
             e.multithread(threads)?;
             e.include_checksum(true)?;
+            if level <= ZSTD_FAST_LEVEL_MAX {
+                // The fast levels (strategies fast and dfast, windows of
+                // 2 MiB at most): 4 MiB jobs that start afresh instead of
+                // zstd's default 8 MiB jobs that each re-index 256 KiB of
+                // the one before. On a 55 MB dracut tree at level 3 with
+                // two workers: 20% faster, output 0.3% larger (still 0.3%
+                // smaller than the zstd 1.5.4 CLI's at the same level).
+                // Both are fixed sizes, so the output still does not
+                // depend on the thread count.
+                e.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_FAST_JOB))?;
+                e.set_parameter(zstd::zstd_safe::CParameter::OverlapSizeLog(1))?;
+            }
             Box::new(e)
         }
         Compression::Lzo => {

@@ -20,6 +20,7 @@ pub mod diff;
 pub mod error;
 pub mod extract;
 pub mod read;
+mod zstd_ring;
 
 pub use compression::Compression;
 pub use error::Error;
