@@ -96,69 +96,107 @@ fn dev_parts(rdev: u64) -> (u32, u32) {
 }
 
 /// Every file, directory, link and node under `dir` (not `dir` itself).
+///
+/// Each directory is read through its own descriptor and its entries are
+/// looked up relative to it (`fstatat`, `readlinkat`, `openat`): no path
+/// is walked from the top again per entry.
 pub fn scan_dir(dir: &Path) -> Result<Vec<SourceEntry>, Error> {
-    let mut out = Vec::new();
-    let meta = fs::metadata(dir).map_err(|e| Error::Input {
-        path: dir.to_path_buf(),
-        cause: e,
-    })?;
-    if !meta.is_dir() {
-        return Err(invalid(format!("{}: not a directory", dir.display())));
-    }
-    scan(dir, &mut Vec::new(), &mut out)?;
-    Ok(out)
-}
-
-fn scan(dir: &Path, rel: &mut Vec<u8>, out: &mut Vec<SourceEntry>) -> Result<(), Error> {
     let input = |path: &Path, e: io::Error| Error::Input {
         path: path.to_path_buf(),
         cause: e,
     };
-    let rd = fs::read_dir(dir).map_err(|e| input(dir, e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| input(dir, e))?;
-        let path = ent.path();
-        let m = fs::symlink_metadata(&path).map_err(|e| input(&path, e))?;
+    let meta = fs::metadata(dir).map_err(|e| input(dir, e))?;
+    if !meta.is_dir() {
+        return Err(invalid(format!("{}: not a directory", dir.display())));
+    }
+    let fd = rustix::fs::open(dir, DIR_FLAGS, rustix::fs::Mode::empty())
+        .map_err(|e| input(dir, e.into()))?;
+    let mut out = Vec::new();
+    let mut path = dir.to_path_buf();
+    scan(fd, &mut path, &mut Vec::new(), &mut out)?;
+    Ok(out)
+}
+
+const DIR_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::DIRECTORY)
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::CLOEXEC);
+
+/// Scans the directory open at `fd`, which is `path` (the scan's `dir`
+/// joined with `rel`).
+fn scan(
+    fd: rustix::fd::OwnedFd,
+    path: &mut PathBuf,
+    rel: &mut Vec<u8>,
+    out: &mut Vec<SourceEntry>,
+) -> Result<(), Error> {
+    use rustix::fs::{AtFlags, FileType as Ft};
+    let input = |path: &Path, e: rustix::io::Errno| Error::Input {
+        path: path.to_path_buf(),
+        cause: e.into(),
+    };
+    let mut dir = rustix::fs::Dir::new(fd).map_err(|e| input(path, e))?;
+    let dfd = dir.fd().map_err(|e| input(path, e))?;
+    // The descriptor stays valid while `dir` lives; entries are read
+    // through `dir` and looked up through this second handle.
+    let dfd = dfd.try_clone_to_owned().map_err(|e| Error::Input {
+        path: path.clone(),
+        cause: e,
+    })?;
+    while let Some(ent) = dir.read() {
+        let ent = ent.map_err(|e| input(path, e))?;
+        let name = ent.file_name();
+        let bytes = name.to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        path.push(std::ffi::OsStr::from_bytes(bytes));
+        let m = rustix::fs::statat(&dfd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| input(path, e))?;
         let base = rel.len();
         if !rel.is_empty() {
             rel.push(b'/');
         }
-        rel.extend_from_slice(ent.file_name().as_bytes());
-        let ft = m.file_type();
-        let file_type = FileType::from_mode(m.mode());
+        rel.extend_from_slice(bytes);
+        let mode = m.st_mode;
+        let ft = Ft::from_raw_mode(mode);
         let mut e = SourceEntry {
             name: rel.clone(),
-            file_type,
-            perm: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            mtime: m.mtime().max(0) as u64,
+            file_type: FileType::from_mode(mode),
+            perm: mode & 0o7777,
+            uid: m.st_uid,
+            gid: m.st_gid,
+            mtime: m.st_mtime.max(0) as u64,
             rdev: (0, 0),
             source: None,
             size: 0,
             link_target: Vec::new(),
             inode_key: None,
         };
-        if ft.is_file() {
-            e.source = Some(path.clone());
-            e.size = m.len();
-            if m.nlink() > 1 {
-                e.inode_key = Some((m.dev(), m.ino()));
+        match ft {
+            Ft::RegularFile => {
+                e.source = Some(path.clone());
+                e.size = m.st_size as u64;
+                if m.st_nlink > 1 {
+                    e.inode_key = Some((m.st_dev, m.st_ino));
+                }
             }
-        } else if ft.is_symlink() {
-            e.link_target = fs::read_link(&path)
-                .map_err(|err| input(&path, err))?
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-        } else if matches!(file_type, FileType::CharDevice | FileType::BlockDevice) {
-            e.rdev = dev_parts(m.rdev());
+            Ft::Symlink => {
+                e.link_target = rustix::fs::readlinkat(&dfd, name, Vec::new())
+                    .map_err(|err| input(path, err))?
+                    .into_bytes();
+            }
+            Ft::CharacterDevice | Ft::BlockDevice => e.rdev = dev_parts(m.st_rdev),
+            _ => {}
         }
         out.push(e);
-        if ft.is_dir() {
-            scan(&path, rel, out)?;
+        if ft == Ft::Directory {
+            let sub = rustix::fs::openat(&dfd, name, DIR_FLAGS, rustix::fs::Mode::empty())
+                .map_err(|err| input(path, err))?;
+            scan(sub, path, rel, out)?;
         }
         rel.truncate(base);
+        path.pop();
     }
     Ok(())
 }
