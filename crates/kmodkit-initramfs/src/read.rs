@@ -372,8 +372,10 @@ struct RingSpan {
 unsafe impl Send for RingSpan {}
 
 /// Keeps a mapped image's pages mapped a little ahead of the decoder and
-/// unmapped behind it, from the parsing thread: the decoder then takes no
-/// page faults, and closing the image has no page tables left to tear down.
+/// unmapped behind it (the decoding thread calls it between handovers):
+/// the decoder then takes one batched mapping call per few MiB instead of
+/// a page fault per 64 KiB, and closing the image has no page tables left
+/// to tear down.
 #[derive(Default)]
 struct MapWindow {
     released: u64,
@@ -934,7 +936,9 @@ fn produce<'b>(
         let in_ring = match (&mut ring, image.source.as_slice()) {
             (Some(ring), Some(all)) if compression == Compression::Zstd => {
                 let src = &all[pos as usize..];
-                zstd_ring::FrameDecoder::new(src, ZSTD_WINDOW_MAX).map(|dec| (dec, src, ring))
+                zstd_ring::FrameDecoder::new(src, ZSTD_WINDOW_MAX)
+                    .filter(|dec| dec.ring_min <= ring.cap)
+                    .map(|dec| (dec, src, ring))
             }
             _ => None,
         };
