@@ -27,6 +27,7 @@ use std::fs::File;
 use std::io::{self, BufRead, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use serde::Serialize;
@@ -345,8 +346,11 @@ enum Event<'b> {
     Data(&'b mut [u8], usize, u64),
     /// Bytes decoded in place in the ring, and that image offset.
     Span(RingSpan, u64),
+    /// The segment ends at `end`; a zstd frame decoded in the ring names
+    /// the checksum its content must have (low 32 bits of its XXH64).
     End {
         end: u64,
+        check: Option<u32>,
     },
 }
 
@@ -372,10 +376,9 @@ struct RingSpan {
 unsafe impl Send for RingSpan {}
 
 /// Keeps a mapped image's pages mapped a little ahead of the decoder and
-/// unmapped behind it (the decoding thread calls it between handovers):
-/// the decoder then takes one batched mapping call per few MiB instead of
-/// a page fault per 64 KiB, and closing the image has no page tables left
-/// to tear down.
+/// unmapped behind it, from the parsing thread (which waits for the
+/// decoder, not the other way round): the decoder then takes no page
+/// faults, and closing the image has no page tables left to tear down.
 #[derive(Default)]
 struct MapWindow {
     released: u64,
@@ -466,25 +469,29 @@ pub fn read_image_streams(
         // Chunks nobody has touched yet; the decoder takes one when no
         // used one has come back.
         let fresh = pool.bytes().chunks_mut(CHUNK_THREADED).collect::<Vec<_>>();
+        let decoded = AtomicU64::new(0);
         std::thread::scope(|scope| {
             // Data events are bounded by the pool and the ring, so the
             // queue needs no bound of its own.
             let (tx, rx) = mpsc::channel::<Event<'_>>();
             let (back_tx, back_rx) = mpsc::channel::<Back<'_>>();
+            let decoded = &decoded;
             let producer = scope.spawn(move || {
                 let mut handoff = Threaded {
-                    image,
                     tx,
                     back: back_rx,
                     fresh,
                     free: Vec::new(),
                     released: 0,
-                    window: MapWindow::default(),
+                    decoded,
                 };
                 produce(image, opts, progress, ring, &mut handoff)
             });
             let mut consumed = Ok(());
+            let mut window = MapWindow::default();
+            window.advance(image, 0);
             while let Ok(ev) = rx.recv() {
+                window.advance(image, decoded.load(Ordering::Relaxed));
                 match consumer.handle(ev, visitor) {
                     Ok(Some(back)) => {
                         let _ = back_tx.send(back);
@@ -653,17 +660,18 @@ impl<'b> Handoff<'b> for Inline<'_, '_, 'b> {
 
 /// Parsing on another thread: events go over a channel, buffers and spans
 /// come back over another.
-struct Threaded<'i, 'a, 'b> {
-    image: &'i Image<'a>,
+struct Threaded<'d, 'b> {
     tx: mpsc::Sender<Event<'b>>,
     back: mpsc::Receiver<Back<'b>>,
     fresh: Vec<&'b mut [u8]>,
     free: Vec<&'b mut [u8]>,
     released: u64,
-    window: MapWindow,
+    /// Where the decoder is in the image, for the parsing thread's
+    /// [`MapWindow`].
+    decoded: &'d AtomicU64,
 }
 
-impl<'b> Threaded<'_, '_, 'b> {
+impl<'b> Threaded<'_, 'b> {
     fn take_back(&mut self, back: Back<'b>) {
         match back {
             Back::Chunk(chunk) => self.free.push(chunk),
@@ -672,10 +680,10 @@ impl<'b> Threaded<'_, '_, 'b> {
     }
 }
 
-impl<'b> Handoff<'b> for Threaded<'_, '_, 'b> {
+impl<'b> Handoff<'b> for Threaded<'_, 'b> {
     fn send(&mut self, ev: Event<'b>) -> Result<(), Error> {
         if let Event::Data(_, _, done) | Event::Span(_, done) = ev {
-            self.window.advance(self.image, done);
+            self.decoded.store(done, Ordering::Relaxed);
         }
         self.tx.send(ev).map_err(|_| Error::Stopped)
     }
@@ -778,7 +786,8 @@ impl Ring {
 
 /// Decodes the zstd frame at the start of `src` into the ring, handing
 /// the decoded bytes out in spans of up to `CHUNK_THREADED` bytes; returns
-/// the frame's compressed size.
+/// the frame's compressed size, and sets `check` to the frame's checksum
+/// (which the parser verifies).
 #[allow(clippy::too_many_arguments)]
 fn decode_in_ring(
     mut dec: zstd_ring::FrameDecoder,
@@ -789,6 +798,7 @@ fn decode_in_ring(
     limit: &dyn Fn(u64) -> Result<(), Error>,
     progress: &dyn Progress,
     decode_error: &dyn Fn(io::Error) -> Error,
+    check: &mut Option<u32>,
     h: &mut dyn Handoff<'_>,
 ) -> Result<usize, Error> {
     // zstd may write this far past the bytes it returns (wildcopy).
@@ -807,6 +817,11 @@ fn decode_in_ring(
                 "the image ends inside the zstd frame",
             )));
         };
+        if dec.at_checksum() {
+            if let Ok(b) = <[u8; 4]>::try_from(input) {
+                *check = Some(u32::from_le_bytes(b));
+            }
+        }
         let cap = (size - at).min(block + OVERSHOOT);
         ring.reserve(at, at + cap, h)?;
         // SAFETY: at + cap <= size <= the mapping's length; no span the
@@ -942,6 +957,7 @@ fn produce<'b>(
             }
             _ => None,
         };
+        let mut check = None;
         let end = if let Some((dec, src, ring)) = in_ring {
             let used = decode_in_ring(
                 dec,
@@ -952,6 +968,7 @@ fn produce<'b>(
                 &limit,
                 progress,
                 &decode_error,
+                &mut check,
                 h,
             )?;
             pos + used as u64
@@ -984,7 +1001,7 @@ fn produce<'b>(
             }
             reader.position()
         };
-        h.send(Event::End { end })?;
+        h.send(Event::End { end, check })?;
         pos = end;
     }
 }
@@ -1103,6 +1120,9 @@ struct Consumer<'k> {
     entries: u64,
     archives: u64,
     format: Option<Format>,
+    /// XXH64 of a ring segment's content so far: its checksum is verified
+    /// here, off the decoding thread.
+    content_hash: Option<xxhash_rust::xxh64::Xxh64>,
 }
 
 impl<'k> Consumer<'k> {
@@ -1130,6 +1150,7 @@ impl<'k> Consumer<'k> {
             entries: 0,
             archives: 0,
             format: None,
+            content_hash: None,
         }
     }
 
@@ -1169,6 +1190,7 @@ impl<'k> Consumer<'k> {
     ) -> Result<Option<Back<'b>>, Error> {
         match ev {
             Event::Start(info) => {
+                self.content_hash = None;
                 self.state = State::Header;
                 self.off = 0;
                 self.have = 0;
@@ -1192,13 +1214,34 @@ impl<'k> Consumer<'k> {
             Event::Span(span, _) => {
                 // SAFETY: see RingSpan.
                 let data = unsafe { std::slice::from_raw_parts(span.ptr, span.len) };
+                self.content_hash
+                    .get_or_insert_with(|| xxhash_rust::xxh64::Xxh64::new(0))
+                    .update(data);
                 self.push(data, v)?;
                 if let Some(sink) = self.sink.as_mut() {
                     sink.data(data)?;
                 }
                 Ok(Some(Back::Span(span.id)))
             }
-            Event::End { end } => {
+            Event::End { end, check } => {
+                let hash = self.content_hash.take();
+                if let Some(want) = check {
+                    let got =
+                        hash.map_or_else(|| xxhash_rust::xxh64::xxh64(&[], 0), |h| h.digest());
+                    if got as u32 != want {
+                        let seg = self.seg.as_ref().expect("segment started");
+                        return Err(Error::Decompress {
+                            image: self.image.clone(),
+                            segment: seg.index,
+                            segment_offset: seg.offset,
+                            compression: seg.compression,
+                            cause: io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "the content does not match the frame's checksum",
+                            ),
+                        });
+                    }
+                }
                 let ok = self.state == State::AfterTrailer;
                 if !ok {
                     let problem = if self.archives == 0 && self.off == 0 {
