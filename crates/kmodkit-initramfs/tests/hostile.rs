@@ -9,7 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kmodkit_initramfs::compression::{self, Compression, EncodeOptions};
-use kmodkit_initramfs::cpio::{self, Format, Header};
+mod common;
+
+use common::put;
+use kmodkit_initramfs::cpio::{self, Format};
 use kmodkit_initramfs::extract::{self, ExtractOptions};
 use kmodkit_initramfs::read::{self, Entry, Image, NoProgress, ReadOptions, Visitor};
 use kmodkit_initramfs::Error;
@@ -17,49 +20,6 @@ use kmodkit_initramfs::Error;
 const REG: u32 = 0o100644;
 const DIR: u32 = 0o040755;
 const LNK: u32 = 0o120777;
-
-/// Appends one entry in the given format.
-fn put(
-    out: &mut Vec<u8>,
-    format: Format,
-    name: &str,
-    mode: u32,
-    data: &[u8],
-    ino: u32,
-    nlink: u32,
-) {
-    let check = if format == Format::Crc && mode & cpio::S_IFMT == cpio::S_IFREG {
-        cpio::checksum_update(0, data)
-    } else {
-        0
-    };
-    let h = Header {
-        format,
-        ino,
-        mode,
-        uid: 0,
-        gid: 0,
-        nlink,
-        mtime: 1_000_000,
-        filesize: data.len() as u32,
-        dev_major: 0,
-        dev_minor: 0,
-        rdev_major: 0,
-        rdev_minor: 0,
-        namesize: name.len() as u32 + 1,
-        check,
-    };
-    out.extend_from_slice(&cpio::format_header(&h));
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(data);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
 
 fn entry(out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]) {
     put(out, Format::Newc, name, mode, data, 1, 1);

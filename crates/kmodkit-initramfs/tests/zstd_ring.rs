@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use kmodkit_initramfs::cpio::{self, Format, Header};
+mod common;
+
+use kmodkit_initramfs::cpio::Format;
 use kmodkit_initramfs::read::{self, Entry, Image, NoProgress, ReadOptions, Visitor};
 use kmodkit_initramfs::Error;
 
@@ -50,32 +52,7 @@ fn data(len: usize, window: usize, seed: u64) -> Vec<u8> {
 }
 
 fn put(out: &mut Vec<u8>, name: &str, mode: u32, body: &[u8]) {
-    let h = Header {
-        format: Format::Newc,
-        ino: 1,
-        mode,
-        uid: 0,
-        gid: 0,
-        nlink: 1,
-        mtime: 0,
-        filesize: body.len() as u32,
-        dev_major: 0,
-        dev_minor: 0,
-        rdev_major: 0,
-        rdev_minor: 0,
-        namesize: name.len() as u32 + 1,
-        check: 0,
-    };
-    out.extend_from_slice(&cpio::format_header(&h));
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(body);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
+    common::put(out, Format::Newc, name, mode, body, 1, 1);
 }
 
 /// A zstd frame with a window of 2^`window_log` bytes and a checksum.
