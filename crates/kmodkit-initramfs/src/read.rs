@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io::{self, BufRead, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use serde::Serialize;
@@ -59,6 +59,9 @@ const CHUNK_INLINE: usize = 256 << 10;
 /// parser creates a run of small files, and small enough that the ring
 /// stays in the L3 cache (a 50 MiB ring decoded 2-3x slower here).
 const RING_SLACK: usize = 16 << 20;
+/// The parsing thread faults the ring in in steps of this many bytes (a
+/// transparent huge page).
+const PREFAULT_STEP: usize = 2 << 20;
 /// The largest zstd window the kernel decodes (ZSTD_WINDOWLOG_MAX, lib/zstd).
 const ZSTD_WINDOW_MAX: u64 = 1 << compression::ZSTD_WINDOW_LOG_MAX;
 /// Default limit of decompressed bytes per image.
@@ -470,12 +473,15 @@ pub fn read_image_streams(
         // used one has come back.
         let fresh = pool.bytes().chunks_mut(CHUNK_THREADED).collect::<Vec<_>>();
         let decoded = AtomicU64::new(0);
+        let ring_size = AtomicUsize::new(0);
+        let ring_map = ring_memory.as_ref();
         std::thread::scope(|scope| {
             // Data events are bounded by the pool and the ring, so the
             // queue needs no bound of its own.
             let (tx, rx) = mpsc::channel::<Event<'_>>();
             let (back_tx, back_rx) = mpsc::channel::<Back<'_>>();
             let decoded = &decoded;
+            let ring_size = &ring_size;
             let producer = scope.spawn(move || {
                 let mut handoff = Threaded {
                     tx,
@@ -484,13 +490,41 @@ pub fn read_image_streams(
                     free: Vec::new(),
                     released: 0,
                     decoded,
+                    ring_size,
                 };
                 produce(image, opts, progress, ring, &mut handoff)
             });
             let mut consumed = Ok(());
             let mut window = MapWindow::default();
             window.advance(image, 0);
-            while let Ok(ev) = rx.recv() {
+            // The ring's first round, faulted in from its top down while
+            // this thread waits, so that the decoder (which starts at the
+            // bottom) finds most of its pages there.
+            let mut prefault: Option<usize> = None;
+            loop {
+                let ev = match rx.try_recv() {
+                    Ok(ev) => ev,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let top = match prefault {
+                            Some(top) => top,
+                            None => ring_size.load(Ordering::Relaxed) & !(PREFAULT_STEP - 1),
+                        };
+                        if let Some(map) = ring_map.filter(|_| top > PREFAULT_STEP) {
+                            let _ = map.advise_range(
+                                memmap2::Advice::PopulateWrite,
+                                top - PREFAULT_STEP,
+                                PREFAULT_STEP,
+                            );
+                            prefault = Some(top - PREFAULT_STEP);
+                            continue;
+                        }
+                        match rx.recv() {
+                            Ok(ev) => ev,
+                            Err(_) => break,
+                        }
+                    }
+                };
                 window.advance(image, decoded.load(Ordering::Relaxed));
                 match consumer.handle(ev, visitor) {
                     Ok(Some(back)) => {
@@ -626,6 +660,8 @@ trait Handoff<'b> {
     /// Waits until the parser has given back ring span `id` (and so every
     /// span before it).
     fn wait_released(&mut self, id: u64) -> Result<(), Error>;
+    /// A zstd frame starts using the first `size` bytes of the ring.
+    fn ring_started(&mut self, _size: usize) {}
 }
 
 /// Parsing on the decoder's thread, event by event.
@@ -669,6 +705,9 @@ struct Threaded<'d, 'b> {
     /// Where the decoder is in the image, for the parsing thread's
     /// [`MapWindow`].
     decoded: &'d AtomicU64,
+    /// Ring bytes the first zstd frame uses (0: none yet), for the parsing
+    /// thread, which faults them in while it waits.
+    ring_size: &'d AtomicUsize,
 }
 
 impl<'b> Threaded<'_, 'b> {
@@ -706,6 +745,11 @@ impl<'b> Handoff<'b> for Threaded<'_, 'b> {
             self.take_back(back);
         }
         Ok(self.free.pop().expect("a chunk came back"))
+    }
+    fn ring_started(&mut self, size: usize) {
+        let _ = self
+            .ring_size
+            .compare_exchange(0, size, Ordering::Relaxed, Ordering::Relaxed);
     }
     fn wait_released(&mut self, id: u64) -> Result<(), Error> {
         while self.released < id {
@@ -804,6 +848,7 @@ fn decode_in_ring(
     // zstd may write this far past the bytes it returns (wildcopy).
     const OVERSHOOT: usize = 64;
     let size = (dec.ring_min + ring.slack).min(ring.cap);
+    h.ring_started(size);
     let block = dec.block_max;
     let (mut at, mut span_start, mut used) = (0usize, 0usize, 0usize);
     loop {
