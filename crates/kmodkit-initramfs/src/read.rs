@@ -62,6 +62,10 @@ const RING_SLACK: usize = 16 << 20;
 /// The parsing thread faults the ring in in steps of this many bytes (a
 /// transparent huge page).
 const PREFAULT_STEP: usize = 2 << 20;
+/// ... up to this many bytes: a frame's ring is its window plus
+/// [`RING_SLACK`], and a large window (zstd --long) need not be touched
+/// before the decoder gets there.
+const PREFAULT_MAX: usize = RING_SLACK + (8 << 20);
 /// The largest zstd window the kernel decodes (ZSTD_WINDOWLOG_MAX, lib/zstd).
 const ZSTD_WINDOW_MAX: u64 = 1 << compression::ZSTD_WINDOW_LOG_MAX;
 /// Default limit of decompressed bytes per image.
@@ -508,7 +512,10 @@ pub fn read_image_streams(
                     Err(mpsc::TryRecvError::Empty) => {
                         let top = match prefault {
                             Some(top) => top,
-                            None => ring_size.load(Ordering::Relaxed) & !(PREFAULT_STEP - 1),
+                            None => {
+                                ring_size.load(Ordering::Relaxed).min(PREFAULT_MAX)
+                                    & !(PREFAULT_STEP - 1)
+                            }
                         };
                         if let Some(map) = ring_map.filter(|_| top > PREFAULT_STEP) {
                             let _ = map.advise_range(
