@@ -136,23 +136,19 @@ fn scan(
         cause: e.into(),
     };
     let mut dir = rustix::fs::Dir::new(fd).map_err(|e| input(path, e))?;
-    let dfd = dir.fd().map_err(|e| input(path, e))?;
-    // The descriptor stays valid while `dir` lives; entries are read
-    // through `dir` and looked up through this second handle.
-    let dfd = dfd.try_clone_to_owned().map_err(|e| Error::Input {
-        path: path.clone(),
-        cause: e,
-    })?;
     while let Some(ent) = dir.read() {
         let ent = ent.map_err(|e| input(path, e))?;
+        // The entry owns its name; the directory's descriptor is borrowed
+        // for the lookups until the next read.
+        let dfd = dir.fd().map_err(|e| input(path, e))?;
         let name = ent.file_name();
         let bytes = name.to_bytes();
         if bytes == b"." || bytes == b".." {
             continue;
         }
         path.push(std::ffi::OsStr::from_bytes(bytes));
-        let m = rustix::fs::statat(&dfd, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| input(path, e))?;
+        let m =
+            rustix::fs::statat(dfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| input(path, e))?;
         let base = rel.len();
         if !rel.is_empty() {
             rel.push(b'/');
@@ -182,7 +178,7 @@ fn scan(
                 }
             }
             Ft::Symlink => {
-                e.link_target = rustix::fs::readlinkat(&dfd, name, Vec::new())
+                e.link_target = rustix::fs::readlinkat(dfd, name, Vec::new())
                     .map_err(|err| input(path, err))?
                     .into_bytes();
             }
@@ -191,7 +187,7 @@ fn scan(
         }
         out.push(e);
         if ft == Ft::Directory {
-            let sub = rustix::fs::openat(&dfd, name, DIR_FLAGS, rustix::fs::Mode::empty())
+            let sub = rustix::fs::openat(dfd, name, DIR_FLAGS, rustix::fs::Mode::empty())
                 .map_err(|err| input(path, err))?;
             scan(sub, path, rel, out)?;
         }

@@ -1257,10 +1257,7 @@ impl<'k> Consumer<'k> {
                 Ok(None)
             }
             Event::Data(buf, len, _) => {
-                self.push(&buf[..len], v)?;
-                if let Some(sink) = self.sink.as_mut() {
-                    sink.data(&buf[..len])?;
-                }
+                self.take(&buf[..len], v)?;
                 Ok(Some(Back::Chunk(buf)))
             }
             Event::Span(span, _) => {
@@ -1269,10 +1266,7 @@ impl<'k> Consumer<'k> {
                 self.content_hash
                     .get_or_insert_with(|| xxhash_rust::xxh64::Xxh64::new(0))
                     .update(data);
-                self.push(data, v)?;
-                if let Some(sink) = self.sink.as_mut() {
-                    sink.data(data)?;
-                }
+                self.take(data, v)?;
                 Ok(Some(Back::Span(span.id)))
             }
             Event::End { end, check } => {
@@ -1329,6 +1323,15 @@ impl<'k> Consumer<'k> {
                 Ok(None)
             }
         }
+    }
+
+    /// Decompressed bytes: parsed, then passed to the stream sink.
+    fn take(&mut self, data: &[u8], v: &mut dyn Visitor) -> Result<(), Error> {
+        self.push(data, v)?;
+        if let Some(sink) = self.sink.as_mut() {
+            sink.data(data)?;
+        }
+        Ok(())
     }
 
     fn push(&mut self, mut buf: &[u8], v: &mut dyn Visitor) -> Result<(), Error> {
