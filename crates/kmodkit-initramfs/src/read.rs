@@ -60,12 +60,12 @@ const CHUNK_INLINE: usize = 256 << 10;
 /// stays in the L3 cache (a 50 MiB ring decoded 2-3x slower here).
 const RING_SLACK: usize = 16 << 20;
 /// The parsing thread faults the ring in in steps of this many bytes (a
-/// transparent huge page).
+/// transparent huge page) ...
 const PREFAULT_STEP: usize = 2 << 20;
-/// ... up to this many bytes: a frame's ring is its window plus
-/// [`RING_SLACK`], and a large window (zstd --long) need not be touched
-/// before the decoder gets there.
-const PREFAULT_MAX: usize = RING_SLACK + (8 << 20);
+/// ... keeping the ring's first round faulted in this far ahead of the
+/// decoder: far enough that the two never clear the same huge page, and
+/// near enough that a small frame leaves little of it touched for nothing.
+const PREFAULT_AHEAD: usize = 8 << 20;
 /// The largest zstd window the kernel decodes (ZSTD_WINDOWLOG_MAX, lib/zstd).
 const ZSTD_WINDOW_MAX: u64 = 1 << compression::ZSTD_WINDOW_LOG_MAX;
 /// Default limit of decompressed bytes per image.
@@ -406,6 +406,42 @@ impl MapWindow {
     }
 }
 
+/// The zstd ring's first round, faulted in by the parsing thread a little
+/// ahead of the decoder. Otherwise the decoder clears each huge page of it
+/// itself, about a tenth of its time while the parsing thread writes files
+/// (and so has no idle moments to do it in).
+#[derive(Default)]
+struct Prefault {
+    /// Ring bytes the first zstd frame uses (0: none yet).
+    size: AtomicUsize,
+    /// Where the decoder writes the ring now.
+    at: AtomicUsize,
+}
+
+impl Prefault {
+    /// Faults in the next step of the ring if the decoder is near it;
+    /// `faulted` is how far the ring is faulted in. Says whether it did.
+    fn step(&self, map: &memmap2::MmapMut, faulted: &mut usize) -> bool {
+        let size = self.size.load(Ordering::Relaxed).min(map.len());
+        let at = self.at.load(Ordering::Relaxed);
+        if *faulted >= size || at + PREFAULT_AHEAD <= *faulted {
+            return false;
+        }
+        // Not the huge page the decoder writes, nor the next one.
+        let start = (*faulted).max(at.next_multiple_of(PREFAULT_STEP) + PREFAULT_STEP);
+        if start >= size {
+            *faulted = size;
+            return false;
+        }
+        let len = PREFAULT_STEP.min(size - start);
+        // Advisory (MADV_POPULATE_WRITE, Linux 5.14): the decoder faults
+        // in what this leaves out.
+        let _ = map.advise_range(memmap2::Advice::PopulateWrite, start, len);
+        *faulted = start + len;
+        true
+    }
+}
+
 /// Memory for the chunks of the threaded reader.
 enum PoolMemory {
     Mapped(memmap2::MmapMut),
@@ -477,7 +513,7 @@ pub fn read_image_streams(
         // used one has come back.
         let fresh = pool.bytes().chunks_mut(CHUNK_THREADED).collect::<Vec<_>>();
         let decoded = AtomicU64::new(0);
-        let ring_size = AtomicUsize::new(0);
+        let prefault = Prefault::default();
         let ring_map = ring_memory.as_ref();
         std::thread::scope(|scope| {
             // Data events are bounded by the pool and the ring, so the
@@ -485,7 +521,7 @@ pub fn read_image_streams(
             let (tx, rx) = mpsc::channel::<Event<'_>>();
             let (back_tx, back_rx) = mpsc::channel::<Back<'_>>();
             let decoded = &decoded;
-            let ring_size = &ring_size;
+            let prefault = &prefault;
             let producer = scope.spawn(move || {
                 let mut handoff = Threaded {
                     tx,
@@ -494,43 +530,22 @@ pub fn read_image_streams(
                     free: Vec::new(),
                     released: 0,
                     decoded,
-                    ring_size,
+                    prefault,
                 };
                 produce(image, opts, progress, ring, &mut handoff)
             });
             let mut consumed = Ok(());
             let mut window = MapWindow::default();
             window.advance(image, 0);
-            // The ring's first round, faulted in from its top down while
-            // this thread waits, so that the decoder (which starts at the
-            // bottom) finds most of its pages there.
-            let mut prefault: Option<usize> = None;
+            let mut faulted = 0;
             loop {
-                let ev = match rx.try_recv() {
-                    Ok(ev) => ev,
-                    Err(mpsc::TryRecvError::Disconnected) => break,
-                    Err(mpsc::TryRecvError::Empty) => {
-                        let top = match prefault {
-                            Some(top) => top,
-                            None => {
-                                ring_size.load(Ordering::Relaxed).min(PREFAULT_MAX)
-                                    & !(PREFAULT_STEP - 1)
-                            }
-                        };
-                        if let Some(map) = ring_map.filter(|_| top > PREFAULT_STEP) {
-                            let _ = map.advise_range(
-                                memmap2::Advice::PopulateWrite,
-                                top - PREFAULT_STEP,
-                                PREFAULT_STEP,
-                            );
-                            prefault = Some(top - PREFAULT_STEP);
-                            continue;
-                        }
-                        match rx.recv() {
-                            Ok(ev) => ev,
-                            Err(_) => break,
-                        }
+                if let Some(map) = ring_map {
+                    if prefault.step(map, &mut faulted) {
+                        continue;
                     }
+                }
+                let Ok(ev) = rx.recv() else {
+                    break;
                 };
                 window.advance(image, decoded.load(Ordering::Relaxed));
                 match consumer.handle(ev, visitor) {
@@ -669,6 +684,8 @@ trait Handoff<'b> {
     fn wait_released(&mut self, id: u64) -> Result<(), Error>;
     /// A zstd frame starts using the first `size` bytes of the ring.
     fn ring_started(&mut self, _size: usize) {}
+    /// The decoder writes the ring from byte `at` on now.
+    fn ring_at(&mut self, _at: usize) {}
 }
 
 /// Parsing on the decoder's thread, event by event.
@@ -712,9 +729,9 @@ struct Threaded<'d, 'b> {
     /// Where the decoder is in the image, for the parsing thread's
     /// [`MapWindow`].
     decoded: &'d AtomicU64,
-    /// Ring bytes the first zstd frame uses (0: none yet), for the parsing
-    /// thread, which faults them in while it waits.
-    ring_size: &'d AtomicUsize,
+    /// The ring's first round for the parsing thread, which faults it in
+    /// ahead of the decoder.
+    prefault: &'d Prefault,
 }
 
 impl<'b> Threaded<'_, 'b> {
@@ -755,8 +772,12 @@ impl<'b> Handoff<'b> for Threaded<'_, 'b> {
     }
     fn ring_started(&mut self, size: usize) {
         let _ = self
-            .ring_size
+            .prefault
+            .size
             .compare_exchange(0, size, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    fn ring_at(&mut self, at: usize) {
+        self.prefault.at.store(at, Ordering::Relaxed);
     }
     fn wait_released(&mut self, id: u64) -> Result<(), Error> {
         while self.released < id {
@@ -887,6 +908,7 @@ fn decode_in_ring(
             continue;
         }
         at += n;
+        h.ring_at(at);
         *produced += n as u64;
         limit(*produced)?;
         if at - span_start >= CHUNK_THREADED {
