@@ -51,6 +51,9 @@ const MAP_AHEAD: u64 = 16 << 20;
 /// ... and lets go of them behind it, in steps of this many bytes (each
 /// step costs the decoding thread a TLB flush).
 const MAP_STEP: u64 = 4 << 20;
+/// The parsing thread hashes a ring span (for the zstd frame's checksum)
+/// in pieces of this many bytes, each right before it parses it.
+const HASH_PIECE: usize = 64 << 10;
 /// Chunk size on one thread: small enough to stay in the CPU cache while
 /// the parser walks it.
 const CHUNK_INLINE: usize = 256 << 10;
@@ -1285,10 +1288,14 @@ impl<'k> Consumer<'k> {
             Event::Span(span, _) => {
                 // SAFETY: see RingSpan.
                 let data = unsafe { std::slice::from_raw_parts(span.ptr, span.len) };
-                self.content_hash
-                    .get_or_insert_with(|| xxhash_rust::xxh64::Xxh64::new(0))
-                    .update(data);
-                self.take(data, v)?;
+                // Hashed piece by piece right before the piece is parsed
+                // (and written out), so that both read it from the cache.
+                for piece in data.chunks(HASH_PIECE) {
+                    self.content_hash
+                        .get_or_insert_with(|| xxhash_rust::xxh64::Xxh64::new(0))
+                        .update(piece);
+                    self.take(piece, v)?;
+                }
                 Ok(Some(Back::Span(span.id)))
             }
             Event::End { end, check } => {
