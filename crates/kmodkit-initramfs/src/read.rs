@@ -52,8 +52,10 @@ const MAP_AHEAD: u64 = 16 << 20;
 /// step costs the decoding thread a TLB flush).
 const MAP_STEP: u64 = 4 << 20;
 /// The parsing thread hashes a ring span (for the zstd frame's checksum)
-/// in pieces of this many bytes, each right before it parses it.
-const HASH_PIECE: usize = 64 << 10;
+/// in pieces of this many bytes, each right before it parses it: small
+/// enough to be still in the L2 cache when it is written out, large enough
+/// that a big file still takes few write calls.
+const HASH_PIECE: usize = 256 << 10;
 /// Chunk size on one thread: small enough to stay in the CPU cache while
 /// the parser walks it.
 const CHUNK_INLINE: usize = 256 << 10;
