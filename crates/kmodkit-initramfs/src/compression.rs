@@ -156,8 +156,8 @@ pub(crate) fn decoder<'a, R: BufRead + 'a>(
             d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
             Box::new(d)
         }
-        Compression::Lz4 => Box::new(Lz4LegacyDecoder::new(input)),
-        Compression::Lzo => Box::new(LzopDecoder::new(input)),
+        Compression::Lz4 => Box::new(BlockReader::new(Lz4LegacyDecoder::new(input))),
+        Compression::Lzo => Box::new(BlockReader::new(LzopDecoder::new(input))),
     })
 }
 
@@ -192,13 +192,54 @@ fn lz4_compress_bound(n: usize) -> usize {
     lz4_flex::block::get_maximum_output_size(n)
 }
 
+/// A format made of blocks that each decode on their own (lz4 legacy,
+/// lzop), read through [`BlockReader`].
+trait Blocks {
+    /// Decodes the next block into `out` (replacing its content); `false`
+    /// at the end of the stream.
+    fn next_block(&mut self, out: &mut Vec<u8>) -> io::Result<bool>;
+}
+
+/// [`Read`] over a [`Blocks`] format: hands out each decoded block, then
+/// decodes the next.
+struct BlockReader<B> {
+    blocks: B,
+    out: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<B: Blocks> BlockReader<B> {
+    fn new(blocks: B) -> Self {
+        BlockReader {
+            blocks,
+            out: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl<B: Blocks> Read for BlockReader<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.out.len() {
+            if self.done || !self.blocks.next_block(&mut self.out)? {
+                self.done = true;
+                return Ok(0);
+            }
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 struct Lz4LegacyDecoder<R> {
     input: R,
     started: bool,
-    done: bool,
     block: Vec<u8>,
-    out: Vec<u8>,
-    pos: usize,
 }
 
 impl<R: BufRead> Lz4LegacyDecoder<R> {
@@ -206,10 +247,7 @@ impl<R: BufRead> Lz4LegacyDecoder<R> {
         Lz4LegacyDecoder {
             input,
             started: false,
-            done: false,
             block: Vec::new(),
-            out: Vec::new(),
-            pos: 0,
         }
     }
 
@@ -241,8 +279,10 @@ impl<R: BufRead> Lz4LegacyDecoder<R> {
             n => Ok(Some(n)),
         }
     }
+}
 
-    fn next_block(&mut self) -> io::Result<bool> {
+impl<R: BufRead> Blocks for Lz4LegacyDecoder<R> {
+    fn next_block(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
         if !self.started {
             let mut magic = [0u8; 4];
             self.input.read_exact(&mut magic)?;
@@ -276,32 +316,16 @@ impl<R: BufRead> Lz4LegacyDecoder<R> {
                     e
                 }
             })?;
-            self.out.resize(LZ4_BLOCK, 0);
-            let n = lz4_flex::block::decompress_into(&self.block, &mut self.out).map_err(|e| {
+            out.resize(LZ4_BLOCK, 0);
+            let n = lz4_flex::block::decompress_into(&self.block, out).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("lz4: corrupt block: {e}"),
                 )
             })?;
-            self.out.truncate(n);
-            self.pos = 0;
+            out.truncate(n);
             return Ok(true);
         }
-    }
-}
-
-impl<R: BufRead> Read for Lz4LegacyDecoder<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.out.len() {
-            if self.done || !self.next_block()? {
-                self.done = true;
-                return Ok(0);
-            }
-        }
-        let n = buf.len().min(self.out.len() - self.pos);
-        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -372,9 +396,6 @@ const F_H_FILTER: u32 = 0x0000_0800;
 struct LzopDecoder<R> {
     input: R,
     flags: Option<u32>,
-    done: bool,
-    out: Vec<u8>,
-    pos: usize,
     block: Vec<u8>,
 }
 
@@ -405,9 +426,6 @@ impl<R: BufRead> LzopDecoder<R> {
         LzopDecoder {
             input,
             flags: None,
-            done: false,
-            out: Vec::new(),
-            pos: 0,
             block: Vec::new(),
         }
     }
@@ -457,8 +475,10 @@ impl<R: BufRead> LzopDecoder<R> {
         }
         Ok(flags)
     }
+}
 
-    fn next_block(&mut self) -> io::Result<bool> {
+impl<R: BufRead> Blocks for LzopDecoder<R> {
+    fn next_block(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
         let flags = match self.flags {
             Some(f) => f,
             None => {
@@ -498,31 +518,15 @@ impl<R: BufRead> LzopDecoder<R> {
         self.block.resize(src_len as usize, 0);
         r.read_exact(&mut self.block)?;
         if src_len == dst_len {
-            std::mem::swap(&mut self.out, &mut self.block);
+            std::mem::swap(out, &mut self.block);
         } else {
-            lzo1x_decompress(&self.block, dst_len as usize, &mut self.out)
+            lzo1x_decompress(&self.block, dst_len as usize, out)
                 .map_err(|e| invalid(format!("lzo: corrupt block: {e}")))?;
-            if self.out.len() != dst_len as usize {
+            if out.len() != dst_len as usize {
                 return Err(invalid("lzo: block decompressed to the wrong size"));
             }
         }
-        self.pos = 0;
         Ok(true)
-    }
-}
-
-impl<R: BufRead> Read for LzopDecoder<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.out.len() {
-            if self.done || !self.next_block()? {
-                self.done = true;
-                return Ok(0);
-            }
-        }
-        let n = buf.len().min(self.out.len() - self.pos);
-        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
