@@ -26,29 +26,7 @@ pub enum Node {
     Other,
 }
 
-/// Which generator made the image: decides where load lists and network
-/// settings go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Generator {
-    /// dracut; `systemd` when its /init is systemd.
-    Dracut { systemd: bool },
-    /// Debian's initramfs-tools (`scripts/functions`, `conf/initramfs.conf`).
-    InitramfsTools,
-    /// Anything else with an executable /init script.
-    PlainInit,
-}
-
-impl Generator {
-    pub fn name(self) -> &'static str {
-        match self {
-            Generator::Dracut { systemd: true } => "dracut (systemd)",
-            Generator::Dracut { systemd: false } => "dracut",
-            Generator::InitramfsTools => "initramfs-tools",
-            Generator::PlainInit => "plain /init",
-        }
-    }
-}
+pub use crate::generator::{Generator, LoadEntry};
 
 /// Files whose content is kept in memory while reading: what the generators
 /// read to load modules and configure the network.
@@ -68,6 +46,13 @@ fn wanted(name: &str) -> bool {
         "etc/modprobe.d/",
         "usr/lib/modprobe.d/",
         "lib/modprobe.d/",
+        // What kmodkit itself writes, so that a second identical run sees
+        // it is there already.
+        "etc/kmodkit/",
+        "etc/systemd/network/",
+        "etc/systemd/system/dracut-pre-mount.service.d/",
+        "etc/NetworkManager/conf.d/",
+        "etc/udev/rules.d/",
     ];
     EXACT.contains(&name)
         || PREFIXES.iter().any(|p| name.starts_with(p))
@@ -313,15 +298,12 @@ impl ImageFacts {
 
     /// The generator that made the image.
     pub fn generator(&self) -> Generator {
-        let dracut = self.is_dir("usr/lib/dracut/hooks") || self.is_dir("lib/dracut/hooks");
-        if dracut {
-            let systemd = matches!(self.nodes.get("init"), Some(Node::Symlink { target }) if target.contains("systemd"));
-            return Generator::Dracut { systemd };
-        }
-        if self.exists("scripts/functions") && self.exists("conf/initramfs.conf") {
-            return Generator::InitramfsTools;
-        }
-        Generator::PlainInit
+        Generator::detect(self)
+    }
+
+    /// The first of `paths` the image has (after symlinks).
+    pub fn first_present<'p>(&self, paths: &[&'p str]) -> Option<&'p str> {
+        paths.iter().copied().find(|p| self.exists(p))
     }
 
     /// Where the image keeps the modules of `release`, canonical

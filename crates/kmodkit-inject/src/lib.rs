@@ -13,9 +13,11 @@
 //!
 //! The library never prints: the plan carries every explanation.
 
+pub mod generator;
 pub mod image;
 pub mod names;
 pub mod net;
+pub mod netstack;
 pub mod plan;
 pub mod resolve;
 pub mod write;

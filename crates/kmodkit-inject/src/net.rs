@@ -180,7 +180,7 @@ pub fn colon_hex(b: &[u8]) -> String {
         .join(":")
 }
 
-fn netmask(prefix: u8) -> Ipv4Addr {
+pub(crate) fn netmask(prefix: u8) -> Ipv4Addr {
     let bits: u32 = if prefix == 0 {
         0
     } else {
@@ -211,93 +211,6 @@ impl NetConfig {
             .map(|c| c.bytes(self.guid()))
             .transpose()
     }
-
-    /// dracut kernel command-line arguments (for `etc/cmdline.d/`).
-    pub fn dracut_args(&self) -> Result<Vec<String>, String> {
-        let mut args = Vec::new();
-        let dev = match &self.iface {
-            None | Some(Iface::Guid(_)) => None,
-            Some(Iface::Name(n)) => Some(n.clone()),
-            Some(Iface::Mac(mac)) => {
-                // dracut.cmdline(7): ifname=<interface>:<MAC>, "bootnet" is
-                // its own example of a name that cannot clash with the
-                // kernel's.
-                args.push(format!("ifname=bootnet:{mac}"));
-                Some("bootnet".to_string())
-            }
-        };
-        match (&self.mode, dev) {
-            (NetMode::Dhcp, None) => args.push("ip=dhcp".into()),
-            (NetMode::Dhcp, Some(d)) => args.push(format!("ip={d}:dhcp")),
-            (NetMode::Static { .. }, None) => {
-                return Err(
-                    "a static address needs --iface NAME or MAC (dracut's ip= names the interface)"
-                        .into(),
-                )
-            }
-            (
-                NetMode::Static {
-                    address,
-                    prefix,
-                    gateway,
-                },
-                Some(d),
-            ) => args.push(format!(
-                "ip={address}::{}:{}::{d}:none",
-                gateway.map(|g| g.to_string()).unwrap_or_default(),
-                netmask(*prefix)
-            )),
-        }
-        args.push("rd.neednet=1".into());
-        Ok(args)
-    }
-
-    /// Lines for dhclient.conf when a client identifier is asked for.
-    pub fn dhclient_conf(&self) -> Result<Option<String>, String> {
-        let Some(id) = self.client_id_bytes()? else {
-            return Ok(None);
-        };
-        let send = format!("send dhcp-client-identifier {};", colon_hex(&id));
-        Ok(Some(match self.iface_name() {
-            Some(n) => format!("interface \"{n}\" {{\n    {send}\n}}\n"),
-            None => format!("{send}\n"),
-        }))
-    }
-
-    /// initramfs-tools variables (a `conf/conf.d` file).
-    pub fn initramfs_tools_conf(&self) -> Result<String, String> {
-        if self.client_id.is_some() || matches!(self.iface, Some(Iface::Guid(_))) {
-            return Err("initramfs-tools brings the network up with klibc's ipconfig, which cannot do DHCP over InfiniBand (RFC 4390: no hardware address, a client identifier is mandatory) and cannot select a port by GUID; give the IPoIB interface a static address (--net ADDR/PREFIX --iface ib0) or use a dracut image with its network module (dhclient)".into());
-        }
-        let mut out = String::new();
-        let dev = self.iface_name().unwrap_or("");
-        match &self.mode {
-            NetMode::Dhcp => out.push_str("IP=dhcp\n"),
-            NetMode::Static {
-                address,
-                prefix,
-                gateway,
-            } => {
-                if dev.is_empty() && !matches!(self.iface, Some(Iface::Mac(_))) {
-                    return Err("a static address needs --iface NAME or MAC".into());
-                }
-                out.push_str(&format!(
-                    "IP={address}::{}:{}::{dev}:off\n",
-                    gateway.map(|g| g.to_string()).unwrap_or_default(),
-                    netmask(*prefix)
-                ));
-            }
-        }
-        if !dev.is_empty() {
-            out.push_str(&format!("DEVICE={dev}\n"));
-        }
-        if let Some(Iface::Mac(mac)) = &self.iface {
-            // configure_networking picks the device with this address
-            // (pxelinux's BOOTIF=01-<mac>).
-            out.push_str(&format!("BOOTIF=01-{}\n", mac.replace(':', "-")));
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -325,28 +238,19 @@ mod tests {
             colon_hex(&guid.client_id_bytes().unwrap().unwrap()),
             "20:00:02:c9:03:00:00:10:39"
         );
-        assert!(cfg.initramfs_tools_conf().is_err());
     }
 
     #[test]
     fn parses_addresses_and_interfaces() {
         assert_eq!("dhcp".parse::<NetMode>().unwrap(), NetMode::Dhcp);
         let s: NetMode = "192.168.1.20/24,192.168.1.1".parse().unwrap();
-        let cfg = NetConfig {
-            mode: s,
-            iface: Some("eth1".parse().unwrap()),
-            client_id: None,
-        };
         assert_eq!(
-            cfg.dracut_args().unwrap(),
-            vec![
-                "ip=192.168.1.20::192.168.1.1:255.255.255.0::eth1:none",
-                "rd.neednet=1"
-            ]
-        );
-        assert_eq!(
-            cfg.initramfs_tools_conf().unwrap(),
-            "IP=192.168.1.20::192.168.1.1:255.255.255.0::eth1:off\nDEVICE=eth1\n"
+            s,
+            NetMode::Static {
+                address: "192.168.1.20".parse().unwrap(),
+                prefix: 24,
+                gateway: Some("192.168.1.1".parse().unwrap()),
+            }
         );
         assert!("10.0.0.1/33".parse::<NetMode>().is_err());
         assert_eq!(
@@ -354,22 +258,5 @@ mod tests {
             Iface::Mac("52:54:00:12:34:56".into())
         );
         assert!("52:54:00:12:34".parse::<Iface>().is_err());
-        let mac = NetConfig {
-            mode: NetMode::Dhcp,
-            iface: Some("52:54:00:12:34:56".parse().unwrap()),
-            client_id: None,
-        };
-        assert_eq!(
-            mac.dracut_args().unwrap(),
-            vec![
-                "ifname=bootnet:52:54:00:12:34:56",
-                "ip=bootnet:dhcp",
-                "rd.neednet=1"
-            ]
-        );
-        assert_eq!(
-            mac.initramfs_tools_conf().unwrap(),
-            "IP=dhcp\nBOOTIF=01-52-54-00-12-34-56\n"
-        );
     }
 }

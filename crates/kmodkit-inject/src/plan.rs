@@ -16,7 +16,8 @@ use kmodkit_index::lookup::ModuleDirectory;
 use kmodkit_initramfs::read::Progress;
 use serde::Serialize;
 
-use crate::image::{Generator, ImageFacts, Node};
+use crate::generator::Generator;
+use crate::image::ImageFacts;
 use crate::net::NetConfig;
 use crate::resolve::{self, Resolution, ResolveOptions};
 use crate::InjectError;
@@ -111,6 +112,8 @@ pub struct Plan {
     pub load_list: Vec<String>,
     /// Where the load list, options and network settings went.
     pub mechanism: Vec<String>,
+    /// The network stacks configured for `--net`.
+    pub network_stacks: Vec<String>,
     pub warnings: Vec<String>,
     pub additions: Vec<Addition>,
     #[serde(skip)]
@@ -123,7 +126,7 @@ const MARK_BEGIN: &str = "# kmodkit initrd add-drivers: begin";
 const MARK_END: &str = "# kmodkit initrd add-drivers: end";
 
 /// `text` with kmodkit's block replaced by `block` (appended when absent).
-fn with_block(text: &str, block: &str) -> String {
+pub(crate) fn with_block(text: &str, block: &str) -> String {
     let mut out = String::new();
     let mut inside = false;
     for line in text.lines() {
@@ -186,23 +189,6 @@ fn remove_stale_scratch(base: &Path, prefix: &str) {
     }
 }
 
-/// dhclient.conf without top-level `send dhcp-client-identifier` lines
-/// (commented out, so the file still shows what the generator wrote).
-fn without_global_client_id(text: &str) -> String {
-    let mut depth = 0i32;
-    let mut out = String::new();
-    for line in text.lines() {
-        let global = depth == 0;
-        depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
-        if global && line.trim_start().starts_with("send dhcp-client-identifier") {
-            out.push_str("# ");
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
 /// Builds the plan: reads the image once, resolves, checks, and renders
 /// every file.
 pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError> {
@@ -250,7 +236,7 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
         Some((k, side)) if k == image_kernel => side?,
         _ => source_side(req, &image_kernel)?,
     };
-    let generator = facts.generator();
+    let generator = Generator::detect(&facts);
     let mut plan = Plan {
         image: req.image.clone(),
         image_kernel,
@@ -267,6 +253,7 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
         refused: side.refused,
         abi_check: side.abi_check,
         mechanism: Vec::new(),
+        network_stacks: Vec::new(),
         warnings: Vec::new(),
         additions: Vec::new(),
         facts,
@@ -462,12 +449,39 @@ fn check_abi(
 /// Where a source module goes in the image's module directory: the same
 /// relative path for the image's own kernel, `updates/kmodkit/` (searched
 /// first by depmod's default configuration) for another kernel's.
-fn placement(plan: &Plan, relpath: &str) -> String {
-    if plan.source_kernel == plan.image_kernel && !relpath.starts_with('/') {
-        relpath.to_string()
-    } else {
-        let base = relpath.rsplit('/').next().unwrap_or(relpath);
-        format!("updates/kmodkit/{base}")
+impl Plan {
+    pub(crate) fn placement(&self, relpath: &str) -> String {
+        if self.source_kernel == self.image_kernel && !relpath.starts_with('/') {
+            relpath.to_string()
+        } else {
+            let base = relpath.rsplit('/').next().unwrap_or(relpath);
+            format!("updates/kmodkit/{base}")
+        }
+    }
+
+    /// Adds (or replaces) a file kmodkit writes at `path` (resolved through
+    /// the image's symlinks).
+    pub(crate) fn generated(&mut self, path: &str, text: String, mode: u32, what: &str) {
+        let path = self.facts.canonical(path);
+        self.additions.retain(|a| a.path != path);
+        self.additions.push(Addition {
+            path,
+            content: Content::Generated(text.into_bytes()),
+            mode,
+            what: what.to_string(),
+        });
+    }
+
+    /// The text this plan already writes at `path`, if any.
+    pub(crate) fn generated_text(&self, path: &str) -> Option<String> {
+        let path = self.facts.canonical(path);
+        self.additions
+            .iter()
+            .find(|a| a.path == path)
+            .and_then(|a| match &a.content {
+                Content::Generated(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                Content::Source(_) => None,
+            })
     }
 }
 
@@ -489,7 +503,7 @@ fn add_modules(plan: &mut Plan, _req: &Request) -> Result<(), InjectError> {
         .join(&plan.image_kernel);
     let modules = plan.resolution.modules.clone();
     for m in &modules {
-        let rel = placement(plan, &m.relpath);
+        let rel = plan.placement(&m.relpath);
         let in_scratch = scratch_dir.join(&rel);
         let source = std::fs::read(&m.path).map_err(io_err(&m.path))?;
         if std::fs::read(&in_scratch).ok().as_deref() == Some(&source[..]) {
@@ -576,17 +590,6 @@ fn add_firmware(plan: &mut Plan) {
     }
 }
 
-fn generated(plan: &mut Plan, path: &str, text: String, mode: u32, what: &str) {
-    let path = plan.facts.canonical(path);
-    plan.additions.retain(|a| a.path != path);
-    plan.additions.push(Addition {
-        path,
-        content: Content::Generated(text.into_bytes()),
-        mode,
-        what: what.to_string(),
-    });
-}
-
 fn options_conf(req: &Request) -> Option<String> {
     if req.options.is_empty() {
         return None;
@@ -605,288 +608,18 @@ fn options_conf(req: &Request) -> Option<String> {
     Some(text)
 }
 
-/// The first of `paths` the image has (after symlinks).
-fn first_present<'p>(facts: &ImageFacts, paths: &[&'p str]) -> Option<&'p str> {
-    paths.iter().copied().find(|p| facts.exists(p))
-}
-
 /// Load list, options and network settings where the generator's own code
 /// reads them.
 fn add_machinery(plan: &mut Plan, req: &Request) -> Result<(), InjectError> {
     let list = plan.load_list.clone();
     if let Some(text) = options_conf(req) {
-        generated(
-            plan,
-            "etc/modprobe.d/kmodkit.conf",
-            text,
-            0o644,
-            "module options",
-        );
+        plan.generated("etc/modprobe.d/kmodkit.conf", text, 0o644, "module options");
         plan.mechanism
             .push("module options in etc/modprobe.d/kmodkit.conf (read by modprobe)".into());
     }
-    match plan.generator {
-        Generator::InitramfsTools => initramfs_tools(plan, req, &list),
-        Generator::Dracut { systemd } => dracut(plan, req, &list, systemd),
-        Generator::PlainInit => plain_init(plan, req),
+    plan.generator.add_load_list(plan, req, &list)?;
+    if let Some(net) = &req.net {
+        crate::netstack::configure(plan, net)?;
     }
-}
-
-fn initramfs_tools(plan: &mut Plan, req: &Request, list: &[String]) -> Result<(), InjectError> {
-    if !list.is_empty() {
-        let old = plan.facts.text("conf/modules").unwrap_or_default();
-        let block: String = list.iter().map(|m| format!("{m}\n")).collect();
-        generated(
-            plan,
-            "conf/modules",
-            with_block(&old, &block),
-            0o644,
-            "load list",
-        );
-        plan.mechanism.push(
-            "conf/modules: load_modules (scripts/functions) runs modprobe for each, before init-premount".into(),
-        );
-    }
-    let Some(net) = &req.net else { return Ok(()) };
-    let conf = net.initramfs_tools_conf().map_err(InjectError::Invalid)?;
-    if first_present(
-        &plan.facts,
-        &[
-            "usr/bin/ipconfig",
-            "bin/ipconfig",
-            "usr/lib/klibc/bin/ipconfig",
-        ],
-    )
-    .is_none()
-    {
-        return Err(InjectError::Invalid(format!(
-            "{}: the image has no ipconfig (klibc), which initramfs-tools' configure_networking needs",
-            plan.image.display()
-        )));
-    }
-    generated(
-        plan,
-        "conf/conf.d/kmodkit-network",
-        format!("# Written by kmodkit initrd add-drivers (--net).\n{conf}"),
-        0o644,
-        "network settings",
-    );
-    let script = "#!/bin/sh\n\
-# Written by kmodkit initrd add-drivers: bring the network up in the initrd\n\
-# stage (after load_modules) with the settings of conf/conf.d/kmodkit-network.\n\
-PREREQ=\"\"\n\
-prereqs() { echo \"$PREREQ\"; }\n\
-case \"$1\" in prereqs) prereqs; exit 0 ;; esac\n\
-. /scripts/functions\n\
-configure_networking\n";
-    generated(
-        plan,
-        "scripts/init-premount/kmodkit-network",
-        script.into(),
-        0o755,
-        "network hook",
-    );
-    let line = "/scripts/init-premount/kmodkit-network \"$@\"";
-    let mut order = plan
-        .facts
-        .text("scripts/init-premount/ORDER")
-        .unwrap_or_default();
-    if !order.lines().any(|l| l == line) {
-        order.push_str(line);
-        order.push_str("\n[ -e /conf/param.conf ] && . /conf/param.conf\n");
-    }
-    generated(
-        plan,
-        "scripts/init-premount/ORDER",
-        order,
-        0o644,
-        "hook order",
-    );
-    plan.mechanism.push(
-        "network: conf/conf.d/kmodkit-network (IP=, DEVICE=) and scripts/init-premount/kmodkit-network, which runs configure_networking (klibc ipconfig)".into(),
-    );
-    Ok(())
-}
-
-fn dracut(
-    plan: &mut Plan,
-    req: &Request,
-    list: &[String],
-    systemd: bool,
-) -> Result<(), InjectError> {
-    if !list.is_empty() {
-        let text: String =
-            std::iter::once("# Written by kmodkit initrd add-drivers.\n".to_string())
-                .chain(list.iter().map(|m| format!("{m}\n")))
-                .collect();
-        generated(
-            plan,
-            "etc/modules-load.d/kmodkit.conf",
-            text,
-            0o644,
-            "load list",
-        );
-        generated(
-            plan,
-            "etc/cmdline.d/50-kmodkit-drivers.conf",
-            format!("rd.driver.pre={}\n", list.join(",")),
-            0o644,
-            "load list",
-        );
-        if systemd {
-            if first_present(
-                &plan.facts,
-                &[
-                    "usr/lib/systemd/systemd-modules-load",
-                    "lib/systemd/systemd-modules-load",
-                ],
-            )
-            .is_none()
-            {
-                plan.warnings.push("the image has no systemd-modules-load; the drivers load through rd.driver.pre (dracut-pre-udev) only".into());
-            }
-            plan.mechanism.push("etc/modules-load.d/kmodkit.conf: systemd-modules-load loads them before udev and the network (rd.driver.pre in etc/cmdline.d as well)".into());
-        } else {
-            plan.mechanism.push("etc/cmdline.d/50-kmodkit-drivers.conf: rd.driver.pre=..., loaded by dracut's cmdline hook before udev and the network".into());
-        }
-    }
-    let Some(net) = &req.net else { return Ok(()) };
-    let has_stack = first_present(
-        &plan.facts,
-        &[
-            "usr/sbin/ifup",
-            "sbin/ifup",
-            "usr/sbin/dhclient",
-            "sbin/dhclient",
-            "usr/libexec/nm-initrd-generator",
-            "usr/lib/systemd/systemd-networkd",
-        ],
-    )
-    .is_some();
-    if !has_stack {
-        return Err(InjectError::Invalid(format!(
-            "{}: this dracut image has no network stack (it was built without dracut's network module); rebuild it with `dracut --add network` or leave out --net",
-            plan.image.display()
-        )));
-    }
-    let args = net.dracut_args().map_err(InjectError::Invalid)?;
-    generated(
-        plan,
-        "etc/cmdline.d/50-kmodkit-net.conf",
-        args.join(" ") + "\n",
-        0o644,
-        "network settings",
-    );
-    plan.mechanism.push(format!(
-        "network: etc/cmdline.d/50-kmodkit-net.conf ({}), read by dracut as if on the kernel command line",
-        args.join(" ")
-    ));
-    if let Some(block) = net.dhclient_conf().map_err(InjectError::Invalid)? {
-        let Some(conf) = first_present(
-            &plan.facts,
-            &["etc/dhclient.conf", "etc/dhcp/dhclient.conf"],
-        ) else {
-            return Err(InjectError::Invalid(format!(
-                "{}: --client-id needs dhclient (dracut's network-legacy module); the image has no dhclient.conf",
-                plan.image.display()
-            )));
-        };
-        let mut old = plan.facts.text(conf).unwrap_or_default();
-        if net.iface_name().is_none() {
-            // A global identifier replaces the image's global one (dracut's
-            // network-legacy sends `= hardware`, useless on IPoIB).
-            old = without_global_client_id(&old);
-        }
-        generated(
-            plan,
-            conf,
-            with_block(&old, &block),
-            0o644,
-            "DHCP client identifier",
-        );
-        plan.mechanism
-            .push(format!("DHCP client identifier in {conf} (dhclient)"));
-    }
-    Ok(())
-}
-
-/// A plain /init script gets one line that runs kmodkit's load script,
-/// which insmods every module in dependency order.
-fn plain_init(plan: &mut Plan, req: &Request) -> Result<(), InjectError> {
-    if req.net.is_some() {
-        return Err(InjectError::Invalid(format!(
-            "{}: not made by dracut or initramfs-tools, so kmodkit knows no network setup in it to configure; leave out --net and set up the network in its /init",
-            plan.image.display()
-        )));
-    }
-    let Some(init) = plan.facts.text("init") else {
-        return Err(InjectError::Invalid(format!(
-            "{}: neither dracut nor initramfs-tools made this image and it has no /init script to hook into",
-            plan.image.display()
-        )));
-    };
-    if !init.starts_with("#!") {
-        return Err(InjectError::Invalid(format!(
-            "{}: /init is a program, not a script; kmodkit cannot insert the driver loading into it",
-            plan.image.display()
-        )));
-    }
-    let insmod = [
-        "sbin/insmod",
-        "bin/insmod",
-        "usr/sbin/insmod",
-        "usr/bin/insmod",
-    ]
-    .iter()
-    .find(|p| plan.facts.exists(p))
-    .map(|p| format!("/{p}"))
-    .or_else(|| {
-        ["bin/busybox", "usr/bin/busybox", "sbin/busybox"]
-            .iter()
-            .find(|p| plan.facts.exists(p))
-            .map(|p| format!("/{p} insmod"))
-    })
-    .ok_or_else(|| {
-        InjectError::Invalid(format!(
-            "{}: the image has no insmod (nor busybox) to load modules with",
-            plan.image.display()
-        ))
-    })?;
-    let module_dir = plan.facts.module_dir(&plan.image_kernel);
-    let mut script = String::from("#!/bin/sh\n# Written by kmodkit initrd add-drivers: load the added drivers in dependency order.\n");
-    for m in &plan.resolution.modules {
-        let params: Vec<String> = req
-            .options
-            .iter()
-            .filter(|o| o.module == m.name)
-            .map(|o| format!("{}={}", o.param, o.value))
-            .collect();
-        let rel = placement(plan, &m.relpath);
-        script.push_str(&format!(
-            "grep -q '^{name} ' /proc/modules 2>/dev/null || {insmod} /{module_dir}/{rel}{sep}{params} || echo 'kmodkit: loading {name} failed' >&2\n",
-            name = m.name,
-            sep = if params.is_empty() { "" } else { " " },
-            params = params.join(" ")
-        ));
-    }
-    generated(
-        plan,
-        "etc/kmodkit/load-drivers.sh",
-        script,
-        0o755,
-        "load script",
-    );
-    let hook = "/etc/kmodkit/load-drivers.sh # kmodkit initrd add-drivers";
-    if !init.lines().any(|l| l == hook) {
-        let (first, rest) = init.split_once('\n').unwrap_or((&init, ""));
-        let new_init = format!("{first}\n{hook}\n{rest}");
-        let mode = match plan.facts.node("init") {
-            Some(Node::File { mode, .. }) => *mode,
-            _ => 0o755,
-        };
-        generated(plan, "init", new_init, mode, "init hook");
-    }
-    plan.mechanism
-        .push("/init runs /etc/kmodkit/load-drivers.sh first, which insmods each module after its dependencies".into());
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use kmodkit_index::lookup::{module_name_from_path, ModuleDirectory};
-use kmodkit_inject::image::{Generator, ImageFacts};
+use kmodkit_inject::image::{Generator, ImageFacts, LoadEntry};
 use kmodkit_inject::net::{ClientIdStyle, Iface, NetConfig, NetMode};
 use kmodkit_inject::plan::{self, Content, ModuleOption, Plan, Request};
 use kmodkit_inject::resolve::{NameNote, Why};
@@ -225,6 +225,9 @@ fn print_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
                 .join("; ")
         )?;
     }
+    if !plan.network_stacks.is_empty() {
+        writeln!(out, "network stack: {}", plan.network_stacks.join(", "))?;
+    }
     for m in &plan.mechanism {
         writeln!(out, "loading: {m}")?;
     }
@@ -363,80 +366,6 @@ struct ModulesReport {
     missing: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct LoadEntry {
-    module: String,
-    source: String,
-}
-
-/// The explicit loads an image's generator machinery performs.
-fn explicit_loads(facts: &ImageFacts, generator: Generator) -> Vec<LoadEntry> {
-    let mut out = Vec::new();
-    let mut push = |module: &str, source: &str| {
-        let module = module.replace('-', "_");
-        if !module.is_empty() && !out.iter().any(|e: &LoadEntry| e.module == module) {
-            out.push(LoadEntry {
-                module,
-                source: source.to_string(),
-            });
-        }
-    };
-    let lines = |text: &str| -> Vec<String> {
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
-            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-            .collect()
-    };
-    match generator {
-        Generator::InitramfsTools => {
-            if let Some(t) = facts.text("conf/modules") {
-                for m in lines(&t) {
-                    push(&m, "conf/modules");
-                }
-            }
-        }
-        Generator::Dracut { .. } => {
-            for (name, bytes) in &facts.files {
-                let text = String::from_utf8_lossy(bytes);
-                if name.starts_with("etc/cmdline.d/") {
-                    for word in text.split_whitespace() {
-                        let value = word
-                            .strip_prefix("rd.driver.pre=")
-                            .or_else(|| word.strip_prefix("rdloaddriver="));
-                        for m in value.into_iter().flat_map(|v| v.split(',')) {
-                            push(m, name);
-                        }
-                    }
-                } else if (name.starts_with("etc/modules-load.d/")
-                    || name.starts_with("usr/lib/modules-load.d/"))
-                    && name.ends_with(".conf")
-                {
-                    for m in lines(&text) {
-                        push(&m, name);
-                    }
-                }
-            }
-        }
-        Generator::PlainInit => {
-            for name in ["init", "etc/kmodkit/load-drivers.sh"] {
-                let Some(t) = facts.text(name) else { continue };
-                for l in t.lines() {
-                    let words: Vec<&str> = l.split_whitespace().collect();
-                    for w in words.windows(2) {
-                        if w[0].ends_with("insmod") || w[0].ends_with("modprobe") {
-                            let m = module_name_from_path(Path::new(w[1]))
-                                .unwrap_or_else(|| w[1].to_string());
-                            push(&m, name);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 pub fn modules(a: &ModulesArgs) -> anyhow::Result<bool> {
     let scratch = plan::scratch_dir("kmodkit-modules.")?;
     let bar = Bar::new("reading");
@@ -454,7 +383,7 @@ pub fn modules(a: &ModulesArgs) -> anyhow::Result<bool> {
         })
         .unwrap_or_default();
     carries.sort();
-    let loads = explicit_loads(&facts, generator);
+    let loads = generator.explicit_loads(&facts);
     let (load_order, missing) = match &kernel {
         Some(k) => {
             let dir = ModuleDirectory::new(

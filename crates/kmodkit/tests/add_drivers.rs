@@ -35,6 +35,13 @@ const SEED_LIST: &[&str] = &[
     "ib_ipoib",
 ];
 
+fn find_image(file: &str) -> RealImage {
+    real_images()
+        .into_iter()
+        .find(|i| i.path.file_name().is_some_and(|n| n == file))
+        .unwrap_or_else(|| panic!("{file} missing; run scripts/initrd-fixtures"))
+}
+
 fn image(generator: &str, compression: &str) -> RealImage {
     real_images()
         .into_iter()
@@ -290,15 +297,27 @@ fn unknown_names_and_parameters_are_errors_with_the_real_choices() {
 
 #[test]
 fn dracut_image_without_network_module_says_so() {
-    let img = image("dracut", "zstd");
+    // scripts/initrd-fixtures builds this one with every network stack
+    // omitted; the guard knows each stack's own files, so a fixture that
+    // took one in fails here instead of passing for the wrong reason.
+    let img = find_image("dracut-zstd.img");
     let facts = run(kmodkit().args(["initrd", "ls"]).arg(&img.path));
     let listing = String::from_utf8_lossy(&facts);
-    if listing
+    let stack_files = [
+        "sbin/dhclient",
+        "sbin/ifup",
+        "sbin/NetworkManager",
+        "nm-initrd-generator",
+        "systemd/systemd-networkd",
+        "systemd/systemd-network-generator",
+        "bin/ipconfig",
+    ];
+    if let Some(l) = listing
         .lines()
-        .any(|l| l.ends_with("sbin/dhclient") || l.ends_with("sbin/ifup"))
+        .find(|l| stack_files.iter().any(|f| l.ends_with(f)))
     {
         panic!(
-            "{} has a network stack now; pick another image for this test",
+            "{} has a network stack ({l}); scripts/initrd-fixtures must omit them all",
             img.path.display()
         );
     }
@@ -822,18 +841,32 @@ fn ipoib_client_id_goes_into_the_images_dhclient_conf() {
         String::from_utf8_lossy(&run(kmodkit().args(["initrd", "cat"]).arg(&path).arg(p)))
             .into_owned()
     };
+    // The port is found by its GUID: a udev rule names it bootib, and both
+    // ip= and dhclient's interface block name that interface.
+    let rule = cat("etc/udev/rules.d/70-kmodkit-bootib.rules");
+    assert!(
+        rule.lines().any(|l| l.starts_with("SUBSYSTEM==\"net\"")
+            && l.contains("ATTR{type}==\"32\"")
+            && l.contains("ATTR{address}==\"?*:00:02:c9:03:00:00:10:39\"")
+            && l.ends_with("NAME=\"bootib\"")),
+        "{rule}"
+    );
     let conf = cat("etc/dhclient.conf");
-    let active: Vec<&str> = conf
+    let block: Vec<&str> = conf
         .lines()
-        .filter(|l| l.trim_start().starts_with("send dhcp-client-identifier"))
+        .skip_while(|l| *l != "interface \"bootib\" {")
+        .take_while(|l| *l != "}")
         .collect();
     assert_eq!(
-        active,
-        vec!["send dhcp-client-identifier ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:00:10:39;"],
+        block,
+        vec![
+            "interface \"bootib\" {",
+            "    send dhcp-client-identifier ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:00:10:39;"
+        ],
         "{conf}"
     );
     let cmdline = cat("etc/cmdline.d/50-kmodkit-net.conf");
-    assert_eq!(cmdline.trim(), "ip=dhcp rd.neednet=1");
+    assert_eq!(cmdline.trim(), "ip=bootib:dhcp rd.neednet=1");
     let drivers = cat("etc/cmdline.d/50-kmodkit-drivers.conf");
     assert!(
         drivers.starts_with("rd.driver.pre=") && drivers.contains("ib_ipoib"),
