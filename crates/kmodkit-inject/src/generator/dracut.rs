@@ -9,6 +9,9 @@ use crate::plan::Plan;
 
 use super::{list_words, Loads};
 
+const DRIVERS_DROPIN: &str =
+    "etc/systemd/system/dracut-pre-mount.service.d/50-kmodkit-drivers.conf";
+
 pub(super) fn made_it(facts: &ImageFacts) -> bool {
     facts.is_dir("usr/lib/dracut/hooks") || facts.is_dir("lib/dracut/hooks")
 }
@@ -65,7 +68,20 @@ pub(super) fn add_load_list(plan: &mut Plan, list: &[String], systemd: bool) {
         {
             plan.warnings.push("the image has no systemd-modules-load; the drivers load through rd.driver.pre (dracut-pre-udev) only".into());
         }
-        plan.mechanism.push("etc/modules-load.d/kmodkit.conf: systemd-modules-load loads them before udev and the network (rd.driver.pre in etc/cmdline.d as well)".into());
+        // dracut-pre-mount.service has no default dependencies: without
+        // this it can run (and the root be mounted) while
+        // systemd-modules-load is still loading (seen under load in qemu
+        // with a static address, which is up at once).
+        plan.generated(
+            DRIVERS_DROPIN,
+            "# Written by kmodkit initrd add-drivers: the root file system is mounted\n\
+             # once the added drivers are loaded.\n\
+             [Unit]\nAfter=systemd-modules-load.service dracut-pre-udev.service\n"
+                .into(),
+            0o644,
+            "load order",
+        );
+        plan.mechanism.push(format!("etc/modules-load.d/kmodkit.conf: systemd-modules-load loads them before udev and the network (rd.driver.pre in etc/cmdline.d as well); {DRIVERS_DROPIN} orders the root mount after them"));
     } else {
         plan.mechanism.push("etc/cmdline.d/50-kmodkit-drivers.conf: rd.driver.pre=..., loaded by dracut's cmdline hook before udev and the network".into());
     }

@@ -10,7 +10,14 @@
 //!
 //! networkd sends only RFC 4361 client identifiers (type 255: IAID and
 //! DUID; `ClientIdentifier=duid`, `IAID=`, `DUIDType=`, `DUIDRawData=`),
-//! which FlexBoot's is; another form is refused.
+//! and only DUIDs of the four RFC 8415 types whose length passes its
+//! `dhcp_validate_duid_len` (src/libsystemd-network/dhcp-identifier.h): a
+//! vendor DUID (DUID-EN) of exactly 4 + 8 bytes, a UUID of 16, link-layer
+//! ones longer than their fixed part. It refuses any other with "Failed to
+//! configure DHCPv4 client: Invalid argument" and never sends a packet
+//! (seen in qemu with systemd 252). FlexBoot's identifier carries a 4 + 9
+//! byte DUID-EN, so it cannot be sent by networkd: such requests are
+//! refused here with the reason.
 
 use crate::image::ImageFacts;
 use crate::net::{colon_hex, Iface, NetConfig, NetMode};
@@ -100,7 +107,7 @@ fn network_file(plan: &mut Plan, net: &NetConfig) -> Result<String, InjectError>
 fn client_id_settings(id: &[u8]) -> Result<String, InjectError> {
     let refuse = |why: &str| {
         InjectError::Invalid(format!(
-            "--client-id {}: systemd-networkd sends only RFC 4361 client identifiers (type 255, a 4-byte IAID, a DUID); {why}. Use --client-id flexboot, or a dracut image with network-legacy or network-manager",
+            "--client-id {}: systemd-networkd sends only RFC 4361 client identifiers (type 255, a 4-byte IAID, a DUID) of standard DUID lengths; {why}. Use such an identifier, or a dracut image with network-legacy or network-manager",
             colon_hex(id)
         ))
     };
@@ -108,13 +115,20 @@ fn client_id_settings(id: &[u8]) -> Result<String, InjectError> {
         return Err(refuse("this one is not"));
     }
     let iaid = u32::from_be_bytes([id[1], id[2], id[3], id[4]]);
-    let duid_type = match u16::from_be_bytes([id[5], id[6]]) {
-        1 => "link-layer-time",
-        2 => "vendor",
-        3 => "link-layer",
-        4 => "uuid",
+    let raw = &id[7..];
+    let (duid_type, fits) = match u16::from_be_bytes([id[5], id[6]]) {
+        1 => ("link-layer-time", raw.len() > 6),
+        2 => ("vendor", raw.len() == 12),
+        3 => ("link-layer", raw.len() > 2),
+        4 => ("uuid", raw.len() == 16),
         _ => return Err(refuse("its DUID type is none of RFC 8415's four")),
     };
+    if !fits {
+        return Err(refuse(&format!(
+            "networkd accepts a {duid_type} DUID only of its standard length (a vendor DUID: a 4-byte enterprise number and an 8-byte identifier, 12 bytes), and this one has {} bytes after the type",
+            raw.len()
+        )));
+    }
     Ok(format!(
         "ClientIdentifier=duid\nIAID={iaid}\nDUIDType={duid_type}\nDUIDRawData={}\n",
         colon_hex(&id[7..])
@@ -127,13 +141,20 @@ mod tests {
     use crate::net::ClientIdStyle;
 
     #[test]
-    fn flexboot_identifier_is_a_vendor_duid() {
-        let guid = [0x00, 0x02, 0xc9, 0x03, 0x00, 0x00, 0x10, 0x39];
-        let id = ClientIdStyle::Flexboot.bytes(Some(&guid)).unwrap();
+    fn rfc4361_identifiers_of_standard_duid_length_only() {
+        // Type 255, IAID 1, DUID-EN: enterprise 0x2c9 and an 8-byte id.
+        let id = crate::net::ClientIdStyle::Hex(vec![
+            0xff, 0, 0, 0, 1, 0, 2, 0, 0, 2, 0xc9, 0, 2, 0xc9, 3, 0, 0, 0x10, 0x39,
+        ]);
         assert_eq!(
-            client_id_settings(&id).unwrap(),
-            "ClientIdentifier=duid\nIAID=0\nDUIDType=vendor\nDUIDRawData=00:00:02:c9:00:00:02:c9:03:00:00:10:39\n"
+            client_id_settings(&id.bytes(None).unwrap()).unwrap(),
+            "ClientIdentifier=duid\nIAID=1\nDUIDType=vendor\nDUIDRawData=00:00:02:c9:00:02:c9:03:00:00:10:39\n"
         );
+        // FlexBoot's DUID-EN has a 9-byte id: networkd would fail the link.
+        let guid = [0x00, 0x02, 0xc9, 0x03, 0x00, 0x00, 0x10, 0x39];
+        let flexboot = ClientIdStyle::Flexboot.bytes(Some(&guid)).unwrap();
+        let err = client_id_settings(&flexboot).unwrap_err().to_string();
+        assert!(err.contains("13 bytes after the type"), "{err}");
         let guid_style = ClientIdStyle::Guid.bytes(Some(&guid)).unwrap();
         assert!(client_id_settings(&guid_style).is_err());
     }
