@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use initrd_common::{
-    fixture_root, kmodkit, real_images, require, run, segment_cpio, segments, sh, RealImage,
-    Scratch,
+    busybox_image, fixture_root, kmodkit, real_images, require, run, segment_cpio, segments, sh,
+    RealImage, Scratch,
 };
 
 /// The manual's list (seed 002), verbatim.
@@ -695,36 +695,15 @@ fn modules_of_another_abi_are_refused_with_the_reason() {
 /// (kmod's order), and the kernel loads them (qemu).
 #[test]
 fn plain_init_image_gets_a_hook_and_loads_in_kmods_order() {
-    require("busybox", "busybox-static");
     let img = image("initramfs-tools", "gzip");
     let scratch = Scratch::new("plain");
-    let tree = scratch.join("tree");
-    for d in ["bin", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(tree.join(d)).unwrap();
-    }
-    let busybox = String::from_utf8_lossy(&sh("command -v busybox"))
-        .trim()
-        .to_string();
-    std::fs::copy(busybox, tree.join("bin/busybox")).unwrap();
-    for app in ["sh", "cat", "mount", "echo", "grep", "poweroff"] {
-        std::os::unix::fs::symlink("busybox", tree.join("bin").join(app)).unwrap();
-    }
-    std::fs::create_dir_all(tree.join(format!("lib/modules/{}", img.kver))).unwrap();
-    std::fs::write(
-        tree.join("init"),
+    let path = busybox_image(
+        &scratch,
+        "plain.img",
+        &img.kver,
+        &["sh", "cat", "mount", "echo", "grep", "poweroff"],
         "#!/bin/sh\nmount -t proc proc /proc\necho KMKPLAIN-BEGIN\ncat /proc/modules\necho KMKPLAIN-END\necho o > /proc/sysrq-trigger\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        tree.join("init"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let path = scratch.join("plain.img");
-    run(kmodkit()
-        .args(["initrd", "create", "--compress", "gzip", "-o"])
-        .arg(&path)
-        .arg(&tree));
+    );
     let drivers = ["rdma_rxe", "virtio_net"];
     let report: serde_json::Value = serde_json::from_slice(&run(kmodkit()
         .args([
@@ -775,6 +754,29 @@ fn plain_init_image_gets_a_hook_and_loads_in_kmods_order() {
         }
     }
     assert_eq!(got, want);
+    // `initrd modules` reads kmodkit's own loader: every module of the
+    // script, named by it.
+    let modules: serde_json::Value = serde_json::from_slice(&run(kmodkit()
+        .args(["initrd", "modules", "--json"])
+        .arg(&path)))
+    .unwrap();
+    let loads: Vec<(String, String)> = modules["loads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["module"].as_str().unwrap().to_string(),
+                l["source"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let from_loader: Vec<&String> = loads
+        .iter()
+        .filter(|(_, src)| src == "etc/kmodkit/load-drivers.sh")
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(from_loader, want.iter().collect::<Vec<_>>(), "{modules}");
     // Booted: the kernel has them all.
     require("qemu-system-x86_64", "qemu-system-x86");
     let kernel = fixture_root().join(format!("boot/vmlinuz-{}", img.kver));

@@ -14,7 +14,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use initrd_common::{
-    fixture_root, kmodkit, real_images, require, run, RealImage, Scratch, ISSUE_DRIVERS as DRIVERS,
+    busybox_image, fixture_root, kmodkit, real_images, require, run, RealImage, Scratch,
+    ISSUE_DRIVERS as DRIVERS,
 };
 
 fn find_image(file: &str) -> RealImage {
@@ -332,4 +333,104 @@ fn dracut_network_manager_sends_the_client_id() {
 #[test]
 fn dracut_systemd_networkd_sends_the_client_id() {
     client_id_reaches_the_wire("dracut-networkd.img");
+}
+
+/// A plain /init with busybox: kmodkit's net-up.sh runs udhcpc after the
+/// loader; the lease (kmodkit's udhcpc script records it), the address,
+/// the default route and the client identifier on the wire are checked.
+#[test]
+fn plain_init_busybox_gets_a_lease_with_the_client_id() {
+    require("qemu-system-x86_64", "qemu-system-x86");
+    let kver = find_image("mkinitramfs-gzip.img").kver;
+    let scratch = Scratch::new("plain-net");
+    let path = busybox_image(
+        &scratch,
+        "plain.img",
+        &kver,
+        &["sh", "cat", "mount", "echo"],
+        "#!/bin/sh\nmount -t proc proc /proc\necho KMKPLAIN-BEGIN\ncat /proc/modules\n\
+         busybox ip -4 -o addr\nbusybox ip -4 route\ncat /run/kmodkit/lease.*\n\
+         echo KMKPLAIN-END\necho o > /proc/sysrq-trigger\n",
+    );
+    run(kmodkit()
+        .args([
+            "initrd",
+            "add-drivers",
+            "--no-backup",
+            "--net",
+            "dhcp",
+            "--client-id",
+            CLIENT_ID,
+            "--kernel",
+            &kver,
+            "--root",
+        ])
+        .arg(fixture_root())
+        .arg(&path)
+        // No udev in a plain image: the PCI transport is named too.
+        .args(["virtio_pci", "virtio_net"]));
+    let pcap = scratch.join("nic.pcap");
+    let kernel = fixture_root().join(format!("boot/vmlinuz-{kver}"));
+    let out = Command::new("timeout")
+        .args([
+            "180",
+            "qemu-system-x86_64",
+            "-machine",
+            "accel=tcg",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .args([
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-object",
+        ])
+        .arg(format!(
+            "filter-dump,id=d0,netdev=n0,file={}",
+            pcap.display()
+        ))
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&path)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let report: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.contains("KMKPLAIN-BEGIN"))
+        .take_while(|l| !l.contains("KMKPLAIN-END"))
+        .collect();
+    assert!(
+        report.iter().any(|l| l.starts_with("virtio_net ")),
+        "virtio_net not loaded: {log}"
+    );
+    let lease_ip = report
+        .iter()
+        .find_map(|l| l.strip_prefix("ip="))
+        .unwrap_or_else(|| panic!("no lease recorded: {log}"));
+    assert!(
+        report
+            .iter()
+            .any(|l| l.contains(&format!("inet {lease_ip}/24 "))),
+        "the leased address is not set: {log}"
+    );
+    assert!(
+        report
+            .iter()
+            .any(|l| l.starts_with("default via 10.0.2.2 ")),
+        "no default route: {log}"
+    );
+    let ids = client_ids_on_the_wire(&pcap);
+    let want = CLIENT_ID.replace(':', "");
+    assert!(
+        !ids.is_empty() && ids.iter().all(|i| *i == want),
+        "client identifiers sent: {ids:?}, asked for {want}"
+    );
 }

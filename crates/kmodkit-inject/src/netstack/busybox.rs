@@ -43,6 +43,9 @@ impl NetworkStack for Busybox {
             "#!/bin/sh\n\
 # Written by kmodkit initrd add-drivers (--net): bring the network up.\n\
 bb={bb}\n\
+# /init runs this before its own mounts.\n\
+[ -d /sys/class/net ] || $bb mount -t sysfs sysfs /sys\n\
+[ -e /proc/self ] || $bb mount -t proc proc /proc\n\
 ifc=\n\
 n=0\n\
 while [ -z \"$ifc\" ] && [ $n -lt 20 ]; do\n\

@@ -314,3 +314,40 @@ pub fn assert_same_tree(
 pub fn require(tool: &str, package: &str) {
     kmodkit_fixtures::require_tool(tool, package)
 }
+
+/// A plain initramfs (no generator): busybox with `applets` linked to it,
+/// an empty module directory of `kver`, and `init` as /init; made with
+/// `kmodkit initrd create` (gzip) at `scratch/NAME`.
+pub fn busybox_image(
+    scratch: &Scratch,
+    name: &str,
+    kver: &str,
+    applets: &[&str],
+    init: &str,
+) -> PathBuf {
+    require("busybox", "busybox-static");
+    let tree = scratch.join(&format!("{name}.tree"));
+    for d in ["bin", "proc", "sys", "dev", "run"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    let busybox = String::from_utf8_lossy(&sh("command -v busybox"))
+        .trim()
+        .to_string();
+    std::fs::copy(busybox, tree.join("bin/busybox")).unwrap();
+    for app in applets {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(app)).unwrap();
+    }
+    std::fs::create_dir_all(tree.join(format!("lib/modules/{kver}"))).unwrap();
+    std::fs::write(tree.join("init"), init).unwrap();
+    std::fs::set_permissions(
+        tree.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = scratch.join(name);
+    run(kmodkit()
+        .args(["initrd", "create", "--compress", "gzip", "-o"])
+        .arg(&path)
+        .arg(&tree));
+    path
+}
