@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod installed;
 pub mod kmod_hash;
 pub mod output;
 pub mod tree;

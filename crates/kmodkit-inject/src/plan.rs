@@ -57,8 +57,11 @@ pub struct Request {
     pub image: PathBuf,
     /// Root of the system the modules come from (`/` normally).
     pub root: PathBuf,
+    /// The image's kernel: needed only when the image has the modules of
+    /// several kernels (or none); when given it must be the image's.
+    pub image_kernel: Option<String>,
     /// Release of the source modules; the image's own when `None`.
-    pub kernel: Option<String>,
+    pub source_kernel: Option<String>,
     pub drivers: Vec<String>,
     pub options: Vec<ModuleOption>,
     pub firmware: bool,
@@ -214,15 +217,21 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
     });
     let facts = facts?;
     profile("read image and resolve", t);
-    let image_kernel = match (facts.kernel_releases.as_slice(), &req.kernel) {
+    let image_kernel = match (facts.kernel_releases.as_slice(), &req.image_kernel) {
+        ([one], Some(k)) if one != k => {
+            return Err(InjectError::Invalid(format!(
+                "{}: the image holds the modules of {one}, not {k}; --kernel names the image's kernel (to add modules built for {k}, give --source-kernel {k})",
+                req.image.display()
+            )))
+        }
         ([one], _) => one.clone(),
         (many, Some(k)) if many.iter().any(|r| r == k) => k.clone(),
         ([], Some(k)) => k.clone(),
         ([], None) => {
             return Err(InjectError::Invalid(format!(
-            "{}: the image has no lib/modules/<release> directory; name the kernel with --kernel",
-            req.image.display()
-        )))
+                "{}: the image has no lib/modules/<release> directory; name its kernel with --kernel",
+                req.image.display()
+            )))
         }
         (many, _) => {
             return Err(InjectError::Invalid(format!(
@@ -287,9 +296,17 @@ struct SourceSide {
 /// of kernel `image_kernel`.
 fn source_side(req: &Request, image_kernel: &str) -> Result<SourceSide, InjectError> {
     let source_kernel = req
-        .kernel
+        .source_kernel
         .clone()
         .unwrap_or_else(|| image_kernel.to_string());
+    if let Some(message) = kmodkit_depmod::installed::not_installed(&req.root, &source_kernel) {
+        let hint = if req.source_kernel.is_some() {
+            ""
+        } else {
+            " (the modules come from the image's own kernel unless --source-kernel names another)"
+        };
+        return Err(InjectError::Invalid(format!("{message}{hint}")));
+    }
     let source_dir = req.root.join("lib/modules").join(&source_kernel);
     if !source_dir.join("modules.dep.bin").is_file() {
         return Err(InjectError::Invalid(format!(

@@ -35,9 +35,17 @@ added unless --force.\n\n\
 The load list goes where the generator reads it (initramfs-tools: conf/modules; dracut: \
 etc/modules-load.d and rd.driver.pre in etc/cmdline.d; plain /init: a hook script), options \
 into etc/modprobe.d/kmodkit.conf, and the image's modules.* index is regenerated for its new \
-module set so modprobe works inside it. --net writes the generator's own network settings \
-(dracut: ip= and rd.neednet=1 in etc/cmdline.d; initramfs-tools: IP=/DEVICE= and a hook that \
-runs configure_networking).\n\n\
+module set so modprobe works inside it.\n\n\
+--net configures the network stack the image really carries, in the form that stack reads: \
+dracut network-legacy (ip=, ifname= and rd.neednet=1 in etc/cmdline.d; the client identifier in \
+dhclient.conf), dracut network-manager (the same ip= for nm-initrd-generator; the client \
+identifier in NetworkManager's conf.d), dracut systemd-networkd (a .network file, since its \
+generator reads only /proc/cmdline, and the root mount waits for network-online.target), \
+initramfs-tools (IP=/DEVICE=/BOOTIF= and a hook that runs configure_networking, klibc \
+ipconfig) and a plain /init with busybox (udhcpc or ip from kmodkit's net-up.sh). --iface GUID \
+names the IPoIB port by a udev rule (bootib). What a stack cannot do is refused with the \
+reason: klibc ipconfig cannot do DHCP over IPoIB; networkd sends only RFC 4361 identifiers \
+with a DUID of standard length (not FlexBoot's).\n\n\
 --append (default) adds one compressed segment at the end: the original bytes stay intact and \
 the kernel lets later files replace earlier ones. --rebuild unpacks, merges and recompresses \
 with the original compression. The image is replaced atomically; the original is kept as \
@@ -56,11 +64,22 @@ pub struct AddDriversArgs {
     /// Module names (requested drivers)
     #[arg(required = true, value_name = "DRIVER")]
     pub drivers: Vec<String>,
-    /// Release of the modules to add (default: the image's kernel)
+    /// The image's kernel, as in every kmodkit command the kernel acted
+    /// for (needed only when the image holds several module trees, or none)
     #[arg(short = 'k', long, value_name = "RELEASE")]
     pub kernel: Option<String>,
+    /// Release of the modules to add, when they are built for another
+    /// kernel than the image's (default: the image's kernel)
+    #[arg(long, value_name = "RELEASE")]
+    pub source_kernel: Option<String>,
     /// Root of the system the modules and firmware come from
-    #[arg(long, value_name = "DIR", default_value = "/")]
+    #[arg(
+        long,
+        visible_alias = "basedir",
+        short_alias = 'b',
+        value_name = "DIR",
+        default_value = "/"
+    )]
     pub root: PathBuf,
     /// Module parameter for the image's modprobe.d (repeatable); the
     /// parameter must exist
@@ -261,7 +280,8 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
     let req = Request {
         image: a.image.clone(),
         root: a.root.clone(),
-        kernel: a.kernel.clone(),
+        image_kernel: a.kernel.clone(),
+        source_kernel: a.source_kernel.clone(),
         drivers: a.drivers.clone(),
         options: a.options.clone(),
         firmware: !a.no_firmware,

@@ -584,7 +584,7 @@ fn modules_of_another_abi_are_refused_with_the_reason() {
     let scratch = Scratch::new("abi");
     let path = copy_image(&img, &scratch);
     let out = kmodkit()
-        .args(["initrd", "add-drivers", "--kernel", &other, "--root"])
+        .args(["initrd", "add-drivers", "--source-kernel", &other, "--root"])
         .arg(fixture_root())
         .arg(&path)
         .arg("mlx4_en")
@@ -673,7 +673,7 @@ fn modules_of_another_abi_are_refused_with_the_reason() {
             "add-drivers",
             "--force",
             "--no-backup",
-            "--kernel",
+            "--source-kernel",
             &other,
             "--root",
         ])
