@@ -66,9 +66,11 @@ fn kernel_of(path: &Path) -> Option<String> {
 }
 
 /// Reads the module list. A path that is not a file is an error for
-/// `--add-modules`; for `--remove-modules` it is expected (RHEL's kmod
-/// packages call it after the files are gone) when a weak-updates link
-/// still names it, and an error otherwise.
+/// `--add-modules`. For `--remove-modules` it is expected: RHEL's kmod
+/// packages call it from `%postun`, after the files are gone. There it is
+/// fine when a weak-updates link still names it, said on stderr when it is
+/// under an installed kernel's directory but nothing names it (a module
+/// that was never linked anywhere), and an error otherwise.
 fn read_stdin_paths(root: &Path, removing: bool) -> Result<Vec<PathBuf>> {
     let stdin = std::io::stdin();
     let mut out = Vec::new();
@@ -97,11 +99,19 @@ fn read_stdin_paths(root: &Path, removing: bool) -> Result<Vec<PathBuf>> {
     } else {
         BTreeSet::new()
     };
-    let missing: Vec<String> = out
-        .iter()
-        .filter(|p| !p.is_file() && !linked.contains(*p))
-        .map(|p| p.display().to_string())
-        .collect();
+    let installed: BTreeSet<String> = weak::installed_kernels(root).into_iter().collect();
+    let mut missing = Vec::new();
+    for p in out.iter().filter(|p| !p.is_file() && !linked.contains(*p)) {
+        let known_kernel = kernel_of(p).is_some_and(|k| installed.contains(&k));
+        if removing && known_kernel {
+            eprintln!(
+                "weak-modules: {} is gone and no weak-updates link names it; nothing to remove for it",
+                p.display()
+            );
+        } else {
+            missing.push(p.display().to_string());
+        }
+    }
     if !missing.is_empty() {
         let under = if root == Path::new("/") {
             String::new()
@@ -116,7 +126,7 @@ fn read_stdin_paths(root: &Path, removing: bool) -> Result<Vec<PathBuf>> {
             if missing.len() == 1 { "" } else { "s" },
             missing.join(", "),
             if removing {
-                ", or of removed ones that a weak-updates link still names"
+                ", or of removed ones under an installed kernel's /lib/modules/K/"
             } else {
                 ""
             }

@@ -656,8 +656,10 @@ fn link_targets_are_valid_inside_the_root() {
     assert!(kmod_dep(&node, &same, None).contains("weak-updates/mlnx/kmk_vendor_dummy.ko"));
 }
 
-/// A module path on stdin that is not there is an error naming it; a
-/// removed module that a link still names is what --remove-modules is for.
+/// A module path on stdin that is not there is an error naming it. For
+/// --remove-modules (run by RHEL's kmod packages after their files are
+/// gone) a removed module of an installed kernel is said on stderr, and a
+/// path under no installed kernel is an error.
 #[test]
 fn missing_paths_on_stdin_are_an_error() {
     let fx = Fixtures::load();
@@ -669,12 +671,23 @@ fn missing_paths_on_stdin_are_an_error() {
         "/lib/modules/{}/extra/mlnx/no_such_module.ko\n",
         base.release
     );
-    for action in ["--add-modules", "--remove-modules"] {
-        let r = weak(root, &[action], &ghost, None);
+    let elsewhere = "/lib/modules/0.0.0-not-installed/extra/no_such_module.ko\n";
+    for (action, paths) in [
+        ("--add-modules", ghost.as_str()),
+        ("--add-modules", elsewhere),
+        ("--remove-modules", elsewhere),
+    ] {
+        let r = weak(root, &[action], paths, None);
         let msg = String::from_utf8_lossy(&r.stderr);
-        assert!(!r.status.success(), "{action}: exit 0 for {ghost}");
+        assert!(!r.status.success(), "{action}: exit 0 for {paths}");
         assert!(msg.contains("no_such_module.ko"), "{action}: {msg}");
     }
+    let r = weak(root, &["--remove-modules"], &ghost, None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("no_such_module.ko"),
+        "a removed module nothing links must still be mentioned"
+    );
     // The package's files are gone; their links are removed.
     let r = weak(root, &["--add-modules"], &extra_paths(root, &base), None);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
