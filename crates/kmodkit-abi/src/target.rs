@@ -54,6 +54,17 @@ pub fn symvers_candidates(root: &Path, release: &str) -> Vec<PathBuf> {
 impl Target {
     /// Loads kernel `release` under `root`; `symvers` overrides the search.
     pub fn load(root: &Path, release: &str, symvers: Option<&Path>) -> Result<Target, TargetError> {
+        Target::load_with_config(root, release, symvers, &[])
+    }
+
+    /// As [`Target::load`], with depmod.d directories or files replacing
+    /// kmod's defaults (see `kmodkit_depmod::config::root_config_dirs`).
+    pub fn load_with_config(
+        root: &Path,
+        release: &str,
+        symvers: Option<&Path>,
+        config_paths: &[PathBuf],
+    ) -> Result<Target, TargetError> {
         let symvers_path = match symvers {
             Some(p) => p.to_path_buf(),
             None => {
@@ -73,7 +84,8 @@ impl Target {
         } else {
             Some(root_s.trim_end_matches('/').to_string())
         };
-        let options = TreeOptions::new(basedir, release);
+        let mut options = TreeOptions::new(basedir, release);
+        options.config_paths = config_paths.to_vec();
         let module_dir = options.module_dir();
         let scan = ModuleTree::scan(options)?;
         // Any in-tree module carries the kernel's vermagic and struct module

@@ -18,10 +18,18 @@
 //! completes a committed change or discards an uncommitted one, so after
 //! any crash K has the old links with the old index or the new links with
 //! the new index.
+//!
+//! Links are relative (`../../../A/extra/<rel>`), so they resolve the same
+//! inside the root, from the staging directory (it sits at the same depth
+//! as `K/`) and on a node booted from an image of the root. Decisions and
+//! the index under a root other than `/` use the root's own depmod.d
+//! ([`kmodkit_depmod::config::root_config_dirs`]), the configuration the
+//! target system's depmod will read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use kmodkit_depmod::config::{root_config_dirs, DepmodConfig, Search};
 use kmodkit_depmod::{output, write, ModuleTree, TreeOptions};
 
 use crate::{check, Target, Verdict};
@@ -163,6 +171,8 @@ pub struct Plan {
     pub refused: Vec<Verdict>,
     /// Paths K ships itself in extra/ (never linked).
     pub native: Vec<String>,
+    /// The depmod.d configuration the decisions used (files, search order).
+    pub config: DepmodConfig,
 }
 
 impl Plan {
@@ -184,18 +194,75 @@ impl Plan {
     }
 }
 
-/// The symlinks now in `K/weak-updates` (relative path → target).
-pub fn current_links(module_dir: &Path) -> BTreeMap<String, PathBuf> {
+/// Lexical normalisation: `a/b/../c` → `a/c` (links are not followed).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The file a link's text names, as a path on this machine: relative
+/// texts from the link's directory, absolute ones from `root`'s `/` (as
+/// the target system will read them; RHEL's script writes those).
+pub fn resolve_link(root: &Path, link: &Path, text: &Path) -> PathBuf {
+    if let Ok(inside) = text.strip_prefix("/") {
+        root.join(inside)
+    } else {
+        normalize(&link.parent().unwrap_or(Path::new("")).join(text))
+    }
+}
+
+/// The relative link text from `link` to `target`, both under the same
+/// root: valid inside the root whatever it is mounted as.
+pub fn link_text(link: &Path, target: &Path) -> PathBuf {
+    let from: Vec<_> = normalize(link.parent().unwrap_or(Path::new("")))
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let to: Vec<_> = normalize(target)
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
+/// `path` as the system under `root` names it (`/lib/modules/...`).
+pub fn in_root(root: &Path, path: &Path) -> PathBuf {
+    match path.strip_prefix(root) {
+        Ok(rel) => Path::new("/").join(rel),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// The symlinks now in `K/weak-updates` (relative path → the file each
+/// names, see [`resolve_link`]).
+pub fn current_links(root: &Path, module_dir: &Path) -> BTreeMap<String, PathBuf> {
     let base = module_dir.join("weak-updates");
     let mut out = BTreeMap::new();
-    fn walk(dir: &Path, base: &Path, out: &mut BTreeMap<String, PathBuf>) {
+    fn walk(root: &Path, dir: &Path, base: &Path, out: &mut BTreeMap<String, PathBuf>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
         for e in rd.flatten() {
             let p = e.path();
             match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => walk(&p, base, out),
+                Ok(m) if m.is_dir() => walk(root, &p, base, out),
                 Ok(m) if m.file_type().is_symlink() => {
                     if let Ok(t) = std::fs::read_link(&p) {
                         let rel = p
@@ -203,14 +270,14 @@ pub fn current_links(module_dir: &Path) -> BTreeMap<String, PathBuf> {
                             .unwrap_or(&p)
                             .to_string_lossy()
                             .into_owned();
-                        out.insert(rel, t);
+                        out.insert(rel, resolve_link(root, &p, &t));
                     }
                 }
                 _ => {}
             }
         }
     }
-    walk(&base, &base, &mut out);
+    walk(root, &base, &base, &mut out);
     out
 }
 
@@ -221,7 +288,7 @@ pub fn plan(
     all_builds: &BTreeMap<String, Vec<Build>>,
 ) -> Result<Plan, WeakError> {
     let module_dir = root.join("lib/modules").join(kernel);
-    let target = Target::load(root, kernel, None)?;
+    let target = Target::load_with_config(root, kernel, None, &root_config_dirs(root))?;
     // Builds for other kernels, minus what K ships itself.
     let mut native = Vec::new();
     let mut options: BTreeMap<&str, Vec<&Build>> = BTreeMap::new();
@@ -289,10 +356,11 @@ pub fn plan(
     Ok(Plan {
         kernel: kernel.to_string(),
         links,
-        current: current_links(&module_dir),
+        current: current_links(root, &module_dir),
         accepted,
         refused,
         native,
+        config: target.scan.config.clone(),
     })
 }
 
@@ -352,7 +420,10 @@ pub fn apply(root: &Path, plan: &Plan, cache: Option<&Path>) -> Result<(), WeakE
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
         write::fault_point("link");
-        std::os::unix::fs::symlink(target, &link).map_err(io(&link))?;
+        // The text is computed for the live location; the staging directory
+        // is at the same depth, so it resolves there too.
+        let live_link = module_dir.join("weak-updates").join(rel);
+        std::os::unix::fs::symlink(link_text(&live_link, target), &link).map_err(io(&link))?;
     }
     std::fs::write(staged_links.join(GENERATION), &token).map_err(io(&staged_links))?;
 
@@ -365,6 +436,7 @@ pub fn apply(root: &Path, plan: &Plan, cache: Option<&Path>) -> Result<(), WeakE
     };
     let mut options = TreeOptions::new(basedir, plan.kernel.clone());
     options.staged_subdir = Some(("weak-updates".to_string(), staged_links.clone()));
+    options.config_paths = root_config_dirs(root);
     options.cache = cache.map(Path::to_path_buf);
     let tree = ModuleTree::load(options)?;
     let (files, _) = output::render_all(&tree)?;
@@ -444,10 +516,69 @@ pub fn recover(root: &Path, kernel: &str) -> Result<bool, WeakError> {
 pub fn remove_kernel_links(root: &Path, kernel: &str) -> Result<usize, WeakError> {
     let module_dir = root.join("lib/modules").join(kernel);
     recover(root, kernel)?;
-    let links = current_links(&module_dir);
+    let links = current_links(root, &module_dir);
     let dir = module_dir.join("weak-updates");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
     Ok(links.len())
+}
+
+/// The depmod.d drop-in kmodkit writes so the target's depmod uses the
+/// weak-updates links over in-tree modules of the same name: kmod's own
+/// default order (`updates`, then everything) with `weak-updates` between.
+pub const DEPMOD_CONF_NAME: &str = "kmodkit-weak-updates.conf";
+pub const DEPMOD_CONF: &str =
+    "# Written by kmodkit weak-modules --write-depmod-conf: modules linked\n\
+# into weak-updates/ (checked against this kernel's ABI) take precedence\n\
+# over in-tree modules of the same name.\n\
+search updates weak-updates built-in\n";
+
+/// True when `config` ranks `weak-updates` above `built-in` (so a link
+/// wins over an in-tree module of the same name).
+pub fn weak_updates_ranked(config: &DepmodConfig) -> bool {
+    // kmod's list is in reverse order of appearance: the last entry is the
+    // first listed, the highest priority.
+    let rank = |want: &dyn Fn(&Search) -> bool| config.searches.iter().rposition(want);
+    match (
+        rank(&|s| matches!(s, Search::Path(p) if p == "weak-updates")),
+        rank(&|s| matches!(s, Search::BuiltIn)),
+    ) {
+        (Some(w), Some(b)) => w > b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Why the drop-in was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum DepmodConfError {
+    #[error("{} already sets the search order; add weak-updates before built-in to its search line instead of a second one", .0.display())]
+    OtherSearch(PathBuf),
+    #[error(transparent)]
+    Io(#[from] WeakError),
+}
+
+/// Writes [`DEPMOD_CONF`] as `ROOT/etc/depmod.d/kmodkit-weak-updates.conf`
+/// (temporary file renamed into place). Refused when another file already
+/// holds a `search` line: two search lines would reorder that file's own
+/// directories. Returns the path written.
+pub fn write_depmod_conf(root: &Path, kernel: &str) -> Result<PathBuf, DepmodConfError> {
+    let dir = root.join("etc/depmod.d");
+    let path = dir.join(DEPMOD_CONF_NAME);
+    let dirs = root_config_dirs(root);
+    let config = DepmodConfig::load(&dirs, kernel)
+        .map_err(|e| WeakError::Depmod(kmodkit_depmod::DepmodError::Config(e)))?;
+    if let Some(other) = config
+        .search_files
+        .iter()
+        .find(|f| f.file_name() != path.file_name())
+    {
+        return Err(DepmodConfError::OtherSearch(other.clone()));
+    }
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let tmp = dir.join(format!(".{DEPMOD_CONF_NAME}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, DEPMOD_CONF).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(path)
 }

@@ -29,6 +29,21 @@ pub const DEFAULT_CONFIG_DIRS: [&str; 4] = [
     "/lib/depmod.d",
 ];
 
+/// The configuration directories a system under `root` reads itself:
+/// [`DEFAULT_CONFIG_DIRS`] below `root`; empty (kmod's defaults) for `/`.
+/// kmod's `depmod -b` reads the host's directories, which is right for
+/// indexing an image with the host's policy but not for deciding what the
+/// image's own depmod will do.
+pub fn root_config_dirs(root: &Path) -> Vec<PathBuf> {
+    if root == Path::new("/") {
+        return Vec::new();
+    }
+    DEFAULT_CONFIG_DIRS
+        .iter()
+        .map(|d| root.join(d.trim_start_matches('/')))
+        .collect()
+}
+
 /// One `search` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Search {
@@ -53,6 +68,11 @@ pub struct DepmodConfig {
     pub excludes: Vec<String>,
     /// Problems kmod reports and skips (bad lines, unreadable files).
     pub diagnostics: Vec<String>,
+    /// The files read, in parse order (what a tool reports as "the
+    /// configuration used").
+    pub files: Vec<PathBuf>,
+    /// The files holding a `search` line.
+    pub search_files: Vec<PathBuf>,
 }
 
 /// A configuration problem that stops the run.
@@ -128,6 +148,7 @@ impl DepmodConfig {
                 }
             };
             cfg.parse_text(&path, &text, kver);
+            cfg.files.push(path);
         }
         if cfg.searches.is_empty() {
             cfg.searches.insert(0, Search::Path("updates".into()));
@@ -187,6 +208,9 @@ impl DepmodConfig {
                         p => Search::Path(p.to_string()),
                     };
                     self.searches.insert(0, s);
+                }
+                if !self.search_files.iter().any(|f| f == path) {
+                    self.search_files.push(path.to_path_buf());
                 }
             }
             "override" => {

@@ -24,7 +24,9 @@ pub use tree::{Diagnostic, KernelSymbols, ModuleTree, TreeModule, TreeOptions};
 /// (files are only installed after every step succeeded).
 #[derive(Debug, thiserror::Error)]
 pub enum DepmodError {
-    #[error("module directory {} is missing: {source}", dir.display())]
+    // The OS error is only the source: the CLI prints the chain, and a
+    // message holding it too said it twice.
+    #[error("module directory {} is missing (install the kernel's modules, or name another KVER or -b ROOT)", dir.display())]
     MissingTree {
         dir: PathBuf,
         source: std::io::Error,

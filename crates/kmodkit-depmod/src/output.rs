@@ -7,7 +7,7 @@ use kmodkit_index::writer::IndexBuilder;
 use rayon::prelude::*;
 
 use crate::kmod_hash;
-use crate::tree::ModuleTree;
+use crate::tree::{strerror, Diagnostic, ModuleTree};
 use crate::DepmodError;
 
 /// One output file.
@@ -20,8 +20,10 @@ pub struct OutputFile {
 }
 
 /// Every file, in the order kmod writes them, rendered in parallel.
-pub fn render_all(tree: &ModuleTree) -> Result<(Vec<OutputFile>, Vec<String>), DepmodError> {
-    type Rendered = Result<(Option<OutputFile>, Vec<String>), DepmodError>;
+/// The second value holds what kmod reports while writing (bracket and
+/// devname problems, missing `modules.builtin*`), in kmod's file order.
+pub fn render_all(tree: &ModuleTree) -> Result<(Vec<OutputFile>, Vec<Diagnostic>), DepmodError> {
+    type Rendered = Result<(Option<OutputFile>, Vec<Diagnostic>), DepmodError>;
     let dep_lines = dependency_lines(tree);
     let jobs: Vec<Box<dyn Fn() -> Rendered + Sync + '_>> = vec![
         Box::new(|| Ok((text("modules.dep", render_deps(&dep_lines)), vec![]))),
@@ -88,7 +90,6 @@ fn text(name: &'static str, contents: Vec<u8>) -> Option<OutputFile> {
     })
 }
 
-/// `None` for an index kmod does not write (its source file is missing).
 fn bin(name: &'static str, contents: Option<Vec<u8>>) -> Option<OutputFile> {
     contents.map(|contents| OutputFile {
         name,
@@ -151,7 +152,7 @@ fn render_aliases(tree: &ModuleTree) -> Vec<u8> {
 
 fn render_aliases_bin(
     tree: &ModuleTree,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Option<Vec<u8>>, DepmodError> {
     let mut idx = IndexBuilder::new();
     for (i, m) in tree.modules.iter().enumerate() {
@@ -164,7 +165,8 @@ fn render_aliases_bin(
                     idx.insert(alias.as_bytes(), m.name.as_bytes(), i as u32)
                         .map_err(index_error)?;
                 }
-                Err(_) => warnings.push(format!("Unmatched bracket in {v}")),
+                // WRN in kmod's output_aliases_bin.
+                Err(_) => warnings.push(Diagnostic::Warning(format!("Unmatched bracket in {v}"))),
             }
         }
     }
@@ -219,22 +221,41 @@ fn render_symbols_bin(tree: &ModuleTree) -> Result<Option<Vec<u8>>, DepmodError>
     Ok(Some(idx.to_bytes()))
 }
 
+/// kmod's `output_builtin_bin` / `output_builtin_alias_bin` when the source
+/// file cannot be opened: `dfdopen` warns and the callback writes nothing,
+/// so the index is installed as an empty file. Writing it matters: an index
+/// left from an earlier run would keep naming modules built in.
+fn missing_source(
+    file: &'static str,
+    tree: &ModuleTree,
+    e: &std::io::Error,
+    warnings: &mut Vec<Diagnostic>,
+) -> Vec<u8> {
+    warnings.push(Diagnostic::CannotOpen {
+        file,
+        dir: tree.dir.clone(),
+        reason: strerror(e),
+    });
+    Vec::new()
+}
+
 /// From `modules.builtin`: every line's basename up to the first '.', with
 /// '-' as '_' (kmod's `path_to_modname`), value "" priority 0.
 fn render_builtin_bin(
     tree: &ModuleTree,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Option<Vec<u8>>, DepmodError> {
-    let Ok(data) = std::fs::read(format!("{}/modules.builtin", tree.dir)) else {
-        return Ok(None);
+    let data = match std::fs::read(format!("{}/modules.builtin", tree.dir)) {
+        Ok(d) => d,
+        Err(e) => return Ok(Some(missing_source("modules.builtin", tree, &e, warnings))),
     };
     let mut idx = IndexBuilder::new();
     for line in data.split_inclusive(|&b| b == b'\n') {
         if !line.first().is_some_and(|b| b.is_ascii_alphabetic()) {
-            warnings.push(format!(
+            warnings.push(Diagnostic::Error(format!(
                 "Invalid modules.builtin line: {}",
                 String::from_utf8_lossy(line)
-            ));
+            )));
             continue;
         }
         let base = line.rsplit(|&b| b == b'/').next().unwrap_or(line);
@@ -253,10 +274,18 @@ fn render_builtin_bin(
 /// kmod's stream parsing, quirks included.
 fn render_builtin_alias_bin(
     tree: &ModuleTree,
-    warnings: &mut Vec<String>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Option<Vec<u8>>, DepmodError> {
-    let Ok(data) = std::fs::read(format!("{}/modules.builtin.modinfo", tree.dir)) else {
-        return Ok(None);
+    let data = match std::fs::read(format!("{}/modules.builtin.modinfo", tree.dir)) {
+        Ok(d) => d,
+        Err(e) => {
+            return Ok(Some(missing_source(
+                "modules.builtin.modinfo",
+                tree,
+                &e,
+                warnings,
+            )))
+        }
     };
     let mut idx = IndexBuilder::new();
     let mut pos = 0usize;
@@ -301,7 +330,7 @@ fn render_builtin_alias_bin(
                 idx.insert(alias.as_bytes(), &modname, 0)
                     .map_err(index_error)?;
             }
-            Err(_) => warnings.push(format!("Unmatched bracket in {value}")),
+            Err(_) => warnings.push(Diagnostic::Warning(format!("Unmatched bracket in {value}"))),
         }
     }
     Ok(Some(idx.to_bytes()))
@@ -331,7 +360,7 @@ fn scan_major_minor(s: &str, prefix: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-fn render_devname(tree: &ModuleTree, warnings: &mut Vec<String>) -> Vec<u8> {
+fn render_devname(tree: &ModuleTree, warnings: &mut Vec<Diagnostic>) -> Vec<u8> {
     let mut out = Vec::new();
     for m in &tree.modules {
         let mut devname: Option<&str> = None;
@@ -359,10 +388,10 @@ fn render_devname(tree: &ModuleTree, warnings: &mut Vec<String>) -> Vec<u8> {
                 }
                 out.extend_from_slice(format!("{} {devname} {t}{major}:{minor}\n", m.name).as_bytes());
             }
-            None => warnings.push(format!(
+            None => warnings.push(Diagnostic::Error(format!(
                 "Module '{}' has devname ({devname}) but lacks major and minor information. Ignoring.",
                 m.name
-            )),
+            ))),
         }
     }
     out

@@ -157,6 +157,26 @@ pub enum Diagnostic {
     },
     /// A line kmod prints with `ERROR:` and skips.
     Error(String),
+    /// A line kmod prints with `WARNING:`.
+    Warning(String),
+    /// kmod's `dfdopen` warning for a metadata file it reads if present
+    /// (`modules.order`, `modules.builtin`, `modules.builtin.modinfo`):
+    /// `could not open FILE at DIR: strerror`.
+    CannotOpen {
+        file: &'static str,
+        dir: String,
+        reason: String,
+    },
+}
+
+/// `strerror(errno)` as kmod's `%m` prints it: the OS text without Rust's
+/// ` (os error N)` suffix.
+pub fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 impl std::fmt::Display for Diagnostic {
@@ -168,7 +188,10 @@ impl std::fmt::Display for Diagnostic {
             Diagnostic::VersionMismatch { module, symbol, .. } => {
                 write!(f, "{module} disagrees about version of symbol {symbol}")
             }
-            Diagnostic::Error(s) => f.write_str(s),
+            Diagnostic::Error(s) | Diagnostic::Warning(s) => f.write_str(s),
+            Diagnostic::CannotOpen { file, dir, reason } => {
+                write!(f, "could not open {file} at {dir}: {reason}")
+            }
         }
     }
 }
@@ -1139,8 +1162,16 @@ fn explicit_modules(dir: &str, paths: &[PathBuf]) -> Result<Vec<Found>, DepmodEr
 fn order_modules(dir: &str, mut found: Vec<Found>, diags: &mut Vec<Diagnostic>) -> Vec<Found> {
     kmod_hash::sort_in_iteration_order(&mut found, 512, |f| f.name.as_bytes());
     let order_path = format!("{dir}/modules.order");
-    let Ok(bytes) = std::fs::read(&order_path) else {
-        return found;
+    let bytes = match std::fs::read(&order_path) {
+        Ok(b) => b,
+        Err(e) => {
+            diags.push(Diagnostic::CannotOpen {
+                file: "modules.order",
+                dir: dir.to_string(),
+                reason: strerror(&e),
+            });
+            return found;
+        }
     };
     let text = String::from_utf8_lossy(&bytes);
     // kmod reads with fgets into PATH_MAX buffers; every line must end in

@@ -88,6 +88,10 @@ impl Index {
     pub fn open(path: impl AsRef<Path>) -> Result<Option<Index>, IndexError> {
         let path = path.as_ref();
         match std::fs::read(path) {
+            // depmod writes an empty modules.builtin.bin when the tree has no
+            // modules.builtin; libkmod's index_file_open fails on it and the
+            // lookup finds nothing, as for a missing file.
+            Ok(data) if data.is_empty() => Ok(None),
             Ok(data) => Index::from_bytes(path, data).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(IndexError::Io {

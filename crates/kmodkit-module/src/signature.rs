@@ -32,8 +32,11 @@ const PKEY_ID_TYPE: [&str; 3] = ["PGP", "X509", "PKCS#7"];
 pub struct Signature {
     /// `PGP`, `X509` or `PKCS#7`.
     pub id_type: String,
-    /// Public-key algorithm from the trailer (`RSA`, `DSA`); for PKCS#7
-    /// the trailer carries 0 and the real algorithm lives in the blob.
+    /// Public-key algorithm (`RSA`, `ECDSA`, `DSA`, `SM2`, `Ed25519`, or
+    /// the dotted OID when unknown). PKCS#7: the SignerInfo's
+    /// digestEncryptionAlgorithm (sign-file leaves the trailer's byte 0,
+    /// which would read as `DSA`), or `unknown` when the blob cannot be
+    /// decoded. PGP/X509: the trailer's byte.
     pub algorithm: String,
     /// Digest algorithm (`sha256`, ...), or `None` when unrecognised.
     pub hash_algorithm: Option<String>,
@@ -109,6 +112,7 @@ pub fn parse_signature(file: &[u8]) -> Option<Signature> {
     if id_type == 2 {
         match decode_pkcs7(sig) {
             Some(p) => {
+                out.algorithm = p.algorithm;
                 out.signer = p.signer;
                 out.key_id = p.serial;
                 out.signature = p.encrypted_digest;
@@ -116,6 +120,7 @@ pub fn parse_signature(file: &[u8]) -> Option<Signature> {
             }
             None => {
                 out.pkcs7_decoded = false;
+                out.algorithm = "unknown".to_string();
                 out.hash_algorithm = None;
             }
         }
@@ -124,6 +129,7 @@ pub fn parse_signature(file: &[u8]) -> Option<Signature> {
 }
 
 struct Pkcs7Info {
+    algorithm: String,
     signer: Vec<u8>,
     serial: Vec<u8>,
     hash: Option<String>,
@@ -194,6 +200,55 @@ fn hash_name(oid: &[u8]) -> Option<&'static str> {
     })
 }
 
+/// A DER OBJECT IDENTIFIER's contents in dotted form (X.690 §8.19).
+fn dotted_oid(oid: &[u8]) -> String {
+    let mut arcs: Vec<u64> = Vec::new();
+    let mut value: u64 = 0;
+    for &b in oid {
+        value = (value << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if arcs.is_empty() {
+                let first = (value / 40).min(2);
+                arcs.push(first);
+                arcs.push(value - first * 40);
+            } else {
+                arcs.push(value);
+            }
+            value = 0;
+        }
+    }
+    arcs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The public-key algorithm of a digestEncryptionAlgorithm OID: the plain
+/// key OIDs and the signature-with-digest OIDs that OpenSSL and sign-file
+/// write (RFC 3279, RFC 5758, RFC 8410, GM/T 0006).
+fn public_key_algorithm(oid: &[u8]) -> String {
+    let dotted = dotted_oid(oid);
+    let name = match dotted.as_str() {
+        "1.2.840.113549.1.1.1"
+        | "1.2.840.113549.1.1.5"
+        | "1.2.840.113549.1.1.11"
+        | "1.2.840.113549.1.1.12"
+        | "1.2.840.113549.1.1.13"
+        | "1.2.840.113549.1.1.14" => "RSA",
+        "1.2.840.10045.2.1"
+        | "1.2.840.10045.4.1"
+        | "1.2.840.10045.4.3.1"
+        | "1.2.840.10045.4.3.2"
+        | "1.2.840.10045.4.3.3"
+        | "1.2.840.10045.4.3.4" => "ECDSA",
+        "1.2.840.10040.4.1" | "1.2.840.10040.4.3" => "DSA",
+        "1.2.156.10197.1.301" | "1.2.156.10197.1.501" => "SM2",
+        "1.3.101.112" => "Ed25519",
+        _ => return dotted,
+    };
+    name.to_string()
+}
+
 /// Decodes the first SignerInfo of a PKCS#7 SignedData (RFC 2315 §9).
 fn decode_pkcs7(blob: &[u8]) -> Option<Pkcs7Info> {
     let content_info = expect(blob, SEQUENCE)?;
@@ -234,6 +289,7 @@ fn decode_pkcs7(blob: &[u8]) -> Option<Pkcs7Info> {
     if next.tag != SEQUENCE {
         return None; // digestEncryptionAlgorithm
     }
+    let algorithm = public_key_algorithm(expect(next.contents, OID)?.contents);
     let encrypted = expect(next.rest, OCTET_STRING)?;
 
     // kmod's x509_name_to_str: the commonName, or when there is none the
@@ -259,6 +315,7 @@ fn decode_pkcs7(blob: &[u8]) -> Option<Pkcs7Info> {
         .copied()
         .collect();
     Some(Pkcs7Info {
+        algorithm,
         signer: signer
             .map(|s| s.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
             .unwrap_or_default(),

@@ -183,7 +183,9 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
     {
         if let Some(cached) = CachedOutput::load(cdir, &dir, fp) {
             for (sev, msg) in &cached.diagnostics {
-                eprintln!("depmod: {sev}: {msg}");
+                if !(args.show && skipped_on_stdout(msg)) {
+                    eprintln!("depmod: {sev}: {msg}");
+                }
             }
             return emit(
                 args,
@@ -208,9 +210,14 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
     let (files, warnings) = output::render_all(&tree)?;
     kmodkit_depmod::tree::profile("render", t);
     for w in &warnings {
-        eprintln!("depmod: ERROR: {w}");
+        let msg = w.to_string();
+        if !(args.show && skipped_on_stdout(&msg)) {
+            eprintln!("depmod: {}: {msg}", w.severity());
+        }
     }
-    if args.warn {
+    // kmod finds duplicate aliases while building modules.alias.bin, which
+    // it skips under -n (output_aliases_bin returns early for stdout).
+    if args.warn && !args.show {
         for w in duplicate_warnings(&tree) {
             warn(w);
         }
@@ -220,7 +227,11 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
         .iter()
         .map(|d| (d.severity().to_string(), d.to_string()))
         .collect();
-    diagnostics.extend(warnings.iter().map(|w| ("ERROR".to_string(), w.clone())));
+    diagnostics.extend(
+        warnings
+            .iter()
+            .map(|w| (w.severity().to_string(), w.to_string())),
+    );
     if let (Some(cdir), Some(fp)) = (&cache_dir, fingerprint) {
         let cached = CachedOutput {
             files: files.clone(),
@@ -305,16 +316,32 @@ fn print_dependencies(tree: &ModuleTree) -> Result<()> {
     Ok(())
 }
 
-/// `-w`: duplicate (alias, module) pairs, as kmod's index insertion reports.
+/// `-w`: duplicate (alias, module) pairs, as kmod's `output_aliases_bin`
+/// reports them: the alias is normalised first (`alias_normalize`: `-` to
+/// `_` outside brackets), so `spi:tpm-tis-spi` repeats `spi:tpm_tis_spi`,
+/// and the normalised form is printed. Aliases with an unmatched bracket
+/// are never inserted.
 fn duplicate_warnings(tree: &ModuleTree) -> Vec<String> {
     let mut out = Vec::new();
     for m in &tree.modules {
         let mut seen = std::collections::HashSet::new();
         for (k, v) in &m.record.info {
-            if k == "alias" && !seen.insert(v.as_str()) {
-                out.push(format!("duplicate module alias:\n{v} {}", m.name));
+            if k != "alias" {
+                continue;
+            }
+            let Ok(alias) = kmodkit_index::lookup::normalize_alias(v) else {
+                continue;
+            };
+            if !seen.insert(alias.clone()) {
+                out.push(format!("duplicate module alias:\n{alias} {}", m.name));
             }
         }
     }
     out
+}
+
+/// Messages kmod never prints under `-n`: its builtin and alias index
+/// callbacks return before reading anything when writing to stdout.
+fn skipped_on_stdout(msg: &str) -> bool {
+    msg.starts_with("could not open modules.builtin") || msg.starts_with("Unmatched bracket")
 }

@@ -44,6 +44,11 @@ pub struct WeakModulesArgs {
     /// Root of the system to work on
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub basedir: PathBuf,
+    /// Write ROOT/etc/depmod.d/kmodkit-weak-updates.conf (search updates weak-updates built-in), so
+    /// depmod prefers the weak-updates links over in-tree modules of the same name, and regenerate the
+    /// index of every kernel that has links
+    #[arg(long, group = "action")]
+    pub write_depmod_conf: bool,
 }
 
 fn running_release() -> Result<String> {
@@ -60,7 +65,13 @@ fn kernel_of(path: &Path) -> Option<String> {
     rest.split('/').next().map(str::to_string)
 }
 
-fn read_stdin_paths(root: &Path) -> Result<Vec<PathBuf>> {
+/// Reads the module list. A path that is not a file is an error for
+/// `--add-modules`. For `--remove-modules` it is expected: RHEL's kmod
+/// packages call it from `%postun`, after the files are gone. There it is
+/// fine when a weak-updates link still names it, said on stderr when it is
+/// under an installed kernel's directory but nothing names it (a module
+/// that was never linked anywhere), and an error otherwise.
+fn read_stdin_paths(root: &Path, removing: bool) -> Result<Vec<PathBuf>> {
     let stdin = std::io::stdin();
     let mut out = Vec::new();
     for line in stdin.lock().lines() {
@@ -78,6 +89,49 @@ fn read_stdin_paths(root: &Path) -> Result<Vec<PathBuf>> {
         };
         out.push(p);
     }
+    let linked: BTreeSet<PathBuf> = if removing {
+        weak::installed_kernels(root)
+            .iter()
+            .flat_map(|k| {
+                weak::current_links(root, &root.join("lib/modules").join(k)).into_values()
+            })
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let installed: BTreeSet<String> = weak::installed_kernels(root).into_iter().collect();
+    let mut missing = Vec::new();
+    for p in out.iter().filter(|p| !p.is_file() && !linked.contains(*p)) {
+        let known_kernel = kernel_of(p).is_some_and(|k| installed.contains(&k));
+        if removing && known_kernel {
+            eprintln!(
+                "weak-modules: {} is gone and no weak-updates link names it; nothing to remove for it",
+                p.display()
+            );
+        } else {
+            missing.push(p.display().to_string());
+        }
+    }
+    if !missing.is_empty() {
+        let under = if root == Path::new("/") {
+            String::new()
+        } else {
+            format!(
+                " (under --basedir, /lib/modules/... is read as {}/lib/modules/...)",
+                root.display()
+            )
+        };
+        anyhow::bail!(
+            "no such module file{}: {}{under}; give the paths of installed .ko files, one per line{}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            if removing {
+                ", or of removed ones under an installed kernel's /lib/modules/K/"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(out)
 }
 
@@ -91,7 +145,7 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
             k.clone()
         };
         if args.dry_run {
-            let links = weak::current_links(&root.join("lib/modules").join(&k));
+            let links = weak::current_links(root, &root.join("lib/modules").join(&k));
             println!("would remove {} weak-updates links of {k}", links.len());
         } else {
             let n = weak::remove_kernel_links(root, &k)?;
@@ -107,8 +161,30 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
             k.clone()
         };
         (vec![k], BTreeSet::new())
+    } else if args.write_depmod_conf {
+        let any = weak::installed_kernels(root)
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        if args.dry_run {
+            println!(
+                "would write {} with: {}",
+                root.join("etc/depmod.d")
+                    .join(weak::DEPMOD_CONF_NAME)
+                    .display(),
+                weak::DEPMOD_CONF.lines().last().unwrap_or_default()
+            );
+        } else {
+            let path = weak::write_depmod_conf(root, &any)?;
+            println!("wrote {}", path.display());
+        }
+        let kernels = weak::installed_kernels(root)
+            .into_iter()
+            .filter(|k| !weak::current_links(root, &root.join("lib/modules").join(k)).is_empty())
+            .collect();
+        (kernels, BTreeSet::new())
     } else if args.add_modules || args.remove_modules {
-        let modules = read_stdin_paths(root)?;
+        let modules = read_stdin_paths(root, args.remove_modules)?;
         let own: BTreeSet<String> = modules.iter().filter_map(|p| kernel_of(p)).collect();
         let kernels = weak::installed_kernels(root)
             .into_iter()
@@ -133,13 +209,14 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         let plan = match weak::plan(root, k, &builds) {
             Ok(p) => p,
             Err(kmodkit_abi::weak::WeakError::Target(e)) => {
-                eprintln!("weak-modules: skipping {k}: {e}");
+                eprintln!("weak-modules: skipping {k}: {:#}", anyhow::Error::from(e));
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
-        report(&plan, args)?;
-        if !plan.is_change() {
+        report(root, &plan, args)?;
+        // After --write-depmod-conf the links stay and the index changes.
+        if !plan.is_change() && !args.write_depmod_conf {
             continue;
         }
         if !args.dry_run {
@@ -157,14 +234,72 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
     Ok(ok)
 }
 
-fn report(plan: &Plan, args: &WeakModulesArgs) -> Result<()> {
+/// The headline of one refusal: what a user must do about it.
+fn refusal_kind(v: &kmodkit_abi::Verdict) -> String {
+    use kmodkit_abi::Reason;
+    let first = v
+        .reasons
+        .iter()
+        .find(|r| !matches!(r, Reason::Dependency { .. }))
+        .or(v.reasons.first());
+    match first {
+        Some(Reason::Crc { symbol, .. }) if symbol == "module_layout" => {
+            "module_layout differs — rebuild needed".into()
+        }
+        Some(Reason::Crc { .. }) => "symbol versions differ — rebuild needed".into(),
+        Some(Reason::StructModuleSize { .. }) => {
+            "struct module size differs — rebuild needed".into()
+        }
+        Some(Reason::Vermagic { .. }) => "version magic differs — rebuild needed".into(),
+        Some(Reason::UnknownSymbol { .. }) => {
+            "needs symbols the kernel does not export — rebuild needed".into()
+        }
+        Some(Reason::GplOnly { .. }) => "uses GPL-only symbols with a non-GPL license".into(),
+        Some(Reason::Namespace { .. }) => "uses a symbol namespace it does not import".into(),
+        Some(Reason::Dependency { .. }) => "needs a module that is refused".into(),
+        Some(Reason::Unreadable { .. }) => "cannot be read as a module".into(),
+        None => "refused".into(),
+    }
+}
+
+fn report(root: &Path, plan: &Plan, args: &WeakModulesArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let verb = if args.dry_run { "would " } else { "" };
     let dir = format!("/lib/modules/{}/weak-updates", plan.kernel);
+    if root != Path::new("/") || args.verbose {
+        let files: Vec<String> = plan
+            .config
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        writeln!(
+            out,
+            "{}: depmod configuration: {} (modprobe.d changes no decision here)",
+            plan.kernel,
+            if files.is_empty() {
+                format!(
+                    "none in {}, kmod's default search order",
+                    if root == Path::new("/") {
+                        "/etc/depmod.d, /run/depmod.d, /usr/local/lib/depmod.d, /lib/depmod.d"
+                            .to_string()
+                    } else {
+                        format!("{}/{{etc,run,usr/local/lib,lib}}/depmod.d", root.display())
+                    }
+                )
+            } else {
+                files.join(", ")
+            }
+        )?;
+    }
     for (rel, target) in &plan.links {
         if plan.current.get(rel) != Some(target) {
-            writeln!(out, "{verb}link {dir}/{rel} -> {}", target.display())?;
+            writeln!(
+                out,
+                "{verb}link {dir}/{rel} -> {}",
+                weak::in_root(root, target).display()
+            )?;
         }
     }
     for (rel, target) in &plan.current {
@@ -172,11 +307,80 @@ fn report(plan: &Plan, args: &WeakModulesArgs) -> Result<()> {
             writeln!(
                 out,
                 "{verb}unlink {dir}/{rel} (was -> {})",
-                target.display()
+                weak::in_root(root, target).display()
             )?;
         }
     }
-    if args.verbose || args.dry_run {
+    // Modules with no accepted build: one line, the commonest reason first.
+    let linked: BTreeSet<&str> = plan.accepted.iter().map(|v| v.name.as_str()).collect();
+    let mut last: std::collections::BTreeMap<&str, &kmodkit_abi::Verdict> = Default::default();
+    for v in &plan.refused {
+        if !linked.contains(v.name.as_str()) {
+            last.entry(v.name.as_str()).or_insert(v);
+        }
+    }
+    if !last.is_empty() {
+        let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+        for v in last.values() {
+            *kinds.entry(refusal_kind(v)).or_default() += 1;
+        }
+        let mut kinds: Vec<(String, usize)> = kinds.into_iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let others: usize = kinds.iter().skip(1).map(|k| k.1).sum();
+        writeln!(
+            out,
+            "{}: {} refused: {}{}{}",
+            plan.kernel,
+            last.len(),
+            kinds[0].0,
+            if others > 0 {
+                format!(" ({others} for other reasons)")
+            } else {
+                String::new()
+            },
+            if args.verbose {
+                ""
+            } else {
+                " (-v lists every reason)"
+            }
+        )?;
+    }
+    // Links that modules.dep will not use: an in-tree module of the same
+    // name wins under the target's search order.
+    let shadowed: Vec<&kmodkit_abi::Verdict> = plan
+        .accepted
+        .iter()
+        .filter(|v| v.shadowed_by.is_some())
+        .collect();
+    if !shadowed.is_empty() && !weak::weak_updates_ranked(&plan.config) {
+        writeln!(
+            out,
+            "{}: {} of {} linked modules will not be used: depmod's search order ranks in-tree modules above weak-updates, so modules.dep keeps {}; fix: kmodkit weak-modules{} --write-depmod-conf (writes {}/etc/depmod.d/{}: {})",
+            plan.kernel,
+            shadowed.len(),
+            plan.links.len(),
+            shadowed
+                .iter()
+                .map(|v| weak::in_root(root, Path::new(v.shadowed_by.as_deref().unwrap_or_default()))
+                    .display()
+                    .to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if root == Path::new("/") {
+                String::new()
+            } else {
+                format!(" --basedir {}", root.display())
+            },
+            if root == Path::new("/") {
+                String::new()
+            } else {
+                root.display().to_string()
+            },
+            weak::DEPMOD_CONF_NAME,
+            weak::DEPMOD_CONF.lines().last().unwrap_or_default()
+        )?;
+    }
+    if args.verbose {
         for v in &plan.refused {
             writeln!(
                 out,

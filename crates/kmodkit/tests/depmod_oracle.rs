@@ -488,10 +488,11 @@ fn failures_are_clear_and_leave_the_index_untouched() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let before = index_snapshot(&dir);
-    // No modules.builtin* in this tree: kmod writes no builtin indexes then.
+    // No modules.builtin* in this tree: kmod still writes every index (the
+    // builtin ones empty).
     assert_eq!(
         before.iter().filter(|f| f.is_some()).count(),
-        INDEX_FILES.len() - 2
+        INDEX_FILES.len()
     );
 
     // A corrupt module: error names the file, index unchanged.
@@ -645,4 +646,168 @@ fn cache_gives_identical_output_and_notices_changes() {
     assert!(run_ours(&root, &k.release, &[]).status.success());
     assert_eq!(index_snapshot(&dir), with_cache);
     assert_ne!(with_cache, plain);
+}
+
+/// stderr lines mentioning `needle`, with the tree's root replaced by
+/// `ROOT` so twin trees compare.
+fn stderr_lines(out: &std::process::Output, root: &Path, needle: &str) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(|l| l.replace(&root.display().to_string(), "ROOT"))
+        .collect()
+}
+
+/// A tree that lost `modules.builtin*` after an earlier index listed
+/// modules as built in: kmod warns and writes empty builtin indexes, so no
+/// stale entry survives and modinfo answers from the tree as it is.
+#[test]
+fn tree_without_builtin_files_matches_kmod_files_and_warnings() {
+    require_tool("depmod", "kmod");
+    require_tool("modinfo", "kmod");
+    let fx = Fixtures::load();
+    let k = fx.kernels.iter().find(|k| k.series == "6.1").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("kmod"), tmp.path().join("ours"));
+    // An earlier build had dummy (loadable now) and kmk_gone built in.
+    const NAMES: [&str; 2] = ["dummy", "kmk_gone"];
+    for root in [&a, &b] {
+        let dir = scratch_tree(&fx, k, root);
+        let mut builtin = std::fs::read(dir.join("modules.builtin")).unwrap();
+        builtin.extend_from_slice(b"kernel/drivers/net/dummy.ko\nkernel/drivers/net/kmk_gone.ko\n");
+        std::fs::write(dir.join("modules.builtin"), builtin).unwrap();
+    }
+    assert!(run_kmod(&a, &k.release, &[]).status.success());
+    assert!(run_ours(&b, &k.release, &[]).status.success());
+    let modinfo = |root: &Path, cmd: &mut Command| -> Vec<(bool, String)> {
+        NAMES
+            .iter()
+            .map(|name| {
+                let out = Command::new(cmd.get_program())
+                    .args(cmd.get_args())
+                    .arg("-b")
+                    .arg(root)
+                    .args(["-k", &k.release, "-F", "filename", name])
+                    .output()
+                    .unwrap();
+                (
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stdout)
+                        .replace(&root.display().to_string(), "ROOT"),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        modinfo(&a, &mut Command::new("modinfo"))[1]
+            .1
+            .contains("(builtin)"),
+        "the setup must make kmod call kmk_gone built in"
+    );
+    for root in [&a, &b] {
+        let dir = root.join("lib/modules").join(&k.release);
+        std::fs::remove_file(dir.join("modules.builtin")).unwrap();
+        std::fs::remove_file(dir.join("modules.builtin.modinfo")).unwrap();
+    }
+    // -n: kmod does not read the builtin files, so it says nothing of them.
+    for extra in [&["-n"][..], &[][..]] {
+        let x = run_kmod(&a, &k.release, extra);
+        let y = run_ours(&b, &k.release, extra);
+        assert_eq!(
+            stderr_lines(&y, &b, "modules.builtin"),
+            stderr_lines(&x, &a, "modules.builtin"),
+            "depmod {extra:?}: warnings differ\n--- kmod\n{}\n--- kmodkit\n{}",
+            String::from_utf8_lossy(&x.stderr),
+            String::from_utf8_lossy(&y.stderr)
+        );
+    }
+    let diffs = compare_trees(&a, &b, &k.release, &[]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    let kmod_says = modinfo(&a, &mut Command::new("modinfo"));
+    assert!(
+        kmod_says.iter().all(|(_, out)| !out.contains("(builtin)")),
+        "{kmod_says:?}"
+    );
+    assert_eq!(
+        modinfo(&b, &mut Command::new("modinfo")),
+        kmod_says,
+        "kmod's modinfo on kmodkit's index"
+    );
+    assert_eq!(
+        modinfo(&b, kmodkit().arg("modinfo")),
+        kmod_says,
+        "kmodkit's modinfo on its own index"
+    );
+}
+
+/// `-w`: kmod reports an alias repeated by one module after normalising
+/// it (`-` to `_`), prints the normalised form, and says nothing under
+/// `-n`. Real modules repeat aliases that way (e.g. `spi:tpm-tis-spi`).
+#[test]
+fn duplicate_alias_warnings_match_kmod() {
+    require_tool("depmod", "kmod");
+    let fx = Fixtures::load();
+    let mut failures = Vec::new();
+    for k in &fx.kernels {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("kmod"), tmp.path().join("ours"));
+        scratch_tree(&fx, k, &a);
+        scratch_tree(&fx, k, &b);
+        for extra in [&["-w"][..], &["-w", "-n"][..]] {
+            let dups = |out: &std::process::Output| -> Vec<String> {
+                let text = String::from_utf8_lossy(&out.stderr).into_owned();
+                let lines: Vec<&str> = text.lines().collect();
+                lines
+                    .windows(2)
+                    .filter(|w| w[0].ends_with("duplicate module alias:"))
+                    .map(|w| w[1].to_string())
+                    .collect()
+            };
+            let x = dups(&run_kmod(&a, &k.release, extra));
+            let y = dups(&run_ours(&b, &k.release, extra));
+            eprintln!(
+                "{} {extra:?}: kmod {} duplicate aliases, kmodkit {}",
+                k.release,
+                x.len(),
+                y.len()
+            );
+            if x != y {
+                failures.push(format!(
+                    "{} {extra:?}:\n--- kmod\n{}\n--- kmodkit\n{}",
+                    k.release,
+                    x.join("\n"),
+                    y.join("\n")
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A missing module directory: one message naming it, the OS error once.
+#[test]
+fn missing_module_directory_says_the_os_error_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let k = "6.1.0-0-missing";
+    let kmod = Command::new("depmod")
+        .arg("-b")
+        .arg(tmp.path())
+        .arg(k)
+        .output();
+    // The OS's own text for the error, so the count is of the same words.
+    let reason = std::fs::metadata(tmp.path().join("lib/modules").join(k))
+        .unwrap_err()
+        .to_string()
+        .split(" (os error")
+        .next()
+        .unwrap()
+        .to_string();
+    if let Ok(kmod) = kmod {
+        assert!(String::from_utf8_lossy(&kmod.stderr).contains(&reason));
+    }
+    let r = run_ours(tmp.path(), k, &[]);
+    let msg = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(msg.contains(&format!("lib/modules/{k}")), "{msg}");
+    assert_eq!(msg.matches(&reason).count(), 1, "{msg}");
 }

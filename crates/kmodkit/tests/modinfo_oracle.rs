@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{kmodkit, output, require_tool, Fixtures, Kernel};
@@ -244,4 +244,152 @@ fn unknown_module_fails_like_kmod() {
     let (a, as_) = output(kmodkit_modinfo().args(&args).arg("no_such_module_xyz"));
     assert_eq!((e, es), (a, as_));
     assert!(!as_, "a missing module must fail");
+}
+
+const SIG_MAGIC: &[u8] = b"~Module signature appended~\n";
+
+/// (the module without its signature, the PKCS#7 blob) of a signed module.
+fn split_signature(module: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    assert!(module.ends_with(SIG_MAGIC), "module is not signed");
+    let trailer = module.len() - SIG_MAGIC.len() - 12;
+    let sig_len =
+        u32::from_be_bytes(module[trailer + 8..trailer + 12].try_into().unwrap()) as usize;
+    (
+        module[..trailer - sig_len].to_vec(),
+        module[trailer - sig_len..trailer].to_vec(),
+    )
+}
+
+/// `openssl pkcs7 -print`'s digest_enc_alg: (long name, dotted OID).
+fn openssl_signature_algorithm(blob: &Path) -> (String, String) {
+    let out = Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print", "-noout", "-in"])
+        .arg(blob)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .skip_while(|l| !l.contains("digest_enc_alg:"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest_enc_alg in {text}"));
+    // "algorithm: rsaEncryption (1.2.840.113549.1.1.1)"
+    let value = line.trim().trim_start_matches("algorithm:").trim();
+    let (name, oid) = value.split_once(" (").unwrap();
+    (name.to_string(), oid.trim_end_matches(')').to_string())
+}
+
+fn json_signature_algorithm(module: &Path) -> String {
+    let out = kmodkit_modinfo()
+        .arg("--json")
+        .arg(module)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = if v.is_array() { &v[0] } else { &v };
+    m["signature"]["algorithm"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no signature.algorithm in {m}"))
+        .to_string()
+}
+
+/// `--json` names the public-key algorithm the PKCS#7 SignerInfo names, as
+/// openssl decodes it: Debian's RSA signature, and an ECDSA one made by
+/// openssl the way sign-file makes it (detached, no certificates, no
+/// attributes) and appended with sign-file's trailer (algorithm byte 0).
+#[test]
+fn json_signature_algorithm_is_the_one_pkcs7_names() {
+    require_tool("openssl", "openssl");
+    let fx = Fixtures::load();
+    let k = fx.kernels.iter().find(|k| k.series == "6.1").unwrap();
+    let debian = fx.module_dir(k).join("kernel/drivers/net/dummy.ko");
+    let tmp = tempfile::tempdir().unwrap();
+    let (unsigned, rsa_blob) = split_signature(&std::fs::read(&debian).unwrap());
+    std::fs::write(tmp.path().join("rsa.p7"), &rsa_blob).unwrap();
+    std::fs::write(tmp.path().join("unsigned.ko"), &unsigned).unwrap();
+
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-subj",
+        "/CN=kmodkit test",
+        "-days",
+        "1",
+    ]);
+    openssl(&[
+        "smime",
+        "-sign",
+        "-nocerts",
+        "-noattr",
+        "-binary",
+        "-md",
+        "sha256",
+        "-in",
+        "unsigned.ko",
+        "-signer",
+        "cert.pem",
+        "-inkey",
+        "key.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "ec.p7",
+    ]);
+    let ec_blob = std::fs::read(tmp.path().join("ec.p7")).unwrap();
+    let mut ec_module = unsigned.clone();
+    ec_module.extend_from_slice(&ec_blob);
+    // struct module_signature: algo, hash, id_type PKCS#7, signer_len,
+    // key_id_len, pad[3], sig_len (big-endian).
+    ec_module.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0]);
+    ec_module.extend_from_slice(&(ec_blob.len() as u32).to_be_bytes());
+    ec_module.extend_from_slice(SIG_MAGIC);
+    let ec_path = tmp.path().join("dummy-ec.ko");
+    std::fs::write(&ec_path, &ec_module).unwrap();
+
+    let mut seen = BTreeSet::new();
+    for (module, blob) in [(debian.clone(), "rsa.p7"), (ec_path, "ec.p7")] {
+        let (name, oid) = openssl_signature_algorithm(&tmp.path().join(blob));
+        let ours = json_signature_algorithm(&module);
+        // openssl's long name ("rsaEncryption", "ecdsa-with-SHA256") holds
+        // the key algorithm's name.
+        assert!(
+            name.to_lowercase().contains(&ours.to_lowercase()) && ours.len() >= 3,
+            "{}: openssl says {name} ({oid}), kmodkit says {ours}",
+            module.display()
+        );
+        seen.insert(ours);
+    }
+    assert_eq!(seen.len(), 2, "RSA and ECDSA must be told apart: {seen:?}");
 }

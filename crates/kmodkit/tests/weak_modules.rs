@@ -463,3 +463,264 @@ fn initramfs_rebuilt_only_when_a_changed_module_is_inside() {
         assert!(!String::from_utf8_lossy(&r.stdout).contains("would run"));
     }
 }
+
+/// `modules.dep` as kmod's depmod writes it for `root`, reading `config`
+/// (a depmod.d directory) when given.
+fn kmod_dep(root: &Path, k: &Kernel, config: Option<&Path>) -> String {
+    let mut cmd = Command::new("depmod");
+    cmd.arg("-n").arg("-b").arg(root);
+    if let Some(c) = config {
+        cmd.arg("-C").arg(c);
+    }
+    let out = cmd.arg(&k.release).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let end = text.find("\n# ").map_or(text.len(), |i| i + 1);
+    text[..end].to_string()
+}
+
+fn our_dep(root: &Path, k: &Kernel) -> String {
+    std::fs::read_to_string(
+        root.join("lib/modules")
+            .join(&k.release)
+            .join("modules.dep"),
+    )
+    .unwrap()
+}
+
+/// Entries of a modules.dep that are weak-updates links.
+fn weak_entries(dep: &str) -> usize {
+    dep.lines()
+        .filter(|l| l.split(':').next().unwrap_or("").contains("weak-updates/"))
+        .count()
+}
+
+/// The vendor modules whose `module_layout` CRC (as kmod's
+/// `modprobe --dump-modversions` reads it) differs from the kernel's.
+fn module_layout_mismatches(fx: &Fixtures, root: &Path, base: &Kernel, k: &Kernel) -> usize {
+    let want = symvers_map(fx, k).get("module_layout").cloned().unwrap();
+    extra_paths(root, base)
+        .lines()
+        .filter(|p| {
+            let out = Command::new("modprobe")
+                .arg("--dump-modversions")
+                .arg(p)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let crc = text
+                .lines()
+                .find(|l| l.ends_with("\tmodule_layout"))
+                .map(|l| l.split('\t').next().unwrap().to_string())
+                .unwrap();
+            u64::from_str_radix(crc.trim_start_matches("0x"), 16).unwrap()
+                != u64::from_str_radix(want.trim_start_matches("0x"), 16).unwrap()
+        })
+        .count()
+}
+
+/// Every module refused: one line per kernel with the count and the main
+/// reason; the per-symbol details only under -v, also for --dry-run.
+#[test]
+fn refused_modules_are_counted_with_the_main_reason() {
+    common::require_tool("modprobe", "kmod");
+    let fx = Fixtures::load();
+    let (base, _, other) = pick(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    fake_root(&fx, &[&base, &other], &base, root);
+    let refused = module_layout_mismatches(&fx, root, &base, &other);
+    assert!(
+        refused > 0,
+        "the setup needs modules of another module_layout"
+    );
+    let headline = format!(
+        "{}: {refused} refused: module_layout differs — rebuild needed",
+        other.release
+    );
+    for args in [&[][..], &["--dry-run"][..]] {
+        let mut a = vec!["--add-kernel", &other.release];
+        a.extend_from_slice(args);
+        let r = weak(root, &a, "", None);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let said = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            said.contains(&headline),
+            "{args:?}: want {headline:?} in:\n{said}"
+        );
+        assert!(
+            !said.contains("    - "),
+            "{args:?}: details without -v:\n{said}"
+        );
+        a.push("-v");
+        let r = weak(root, &a, "", None);
+        let said = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            said.contains("    - ") && said.contains("module_layout"),
+            "{args:?} -v: no details:\n{said}"
+        );
+    }
+    assert!(links(root, &other).is_empty());
+}
+
+/// Under kmod's default search order (Debian's: no depmod.d) an in-tree
+/// module of the same name wins over weak-updates: say how many links
+/// modules.dep ignores, and the drop-in kmodkit offers makes them count.
+#[test]
+fn links_that_modules_dep_ignores_are_reported_and_the_drop_in_fixes_it() {
+    common::require_tool("depmod", "kmod");
+    let fx = Fixtures::load();
+    let (base, same, _) = pick(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    fake_root(&fx, &[&base, &same], &base, root);
+    let r = weak(root, &["--add-kernel", &same.release], "", None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let said = String::from_utf8_lossy(&r.stdout).into_owned();
+    let linked = links(root, &same).len();
+    assert_eq!(linked, MLX.len() + 1);
+    let ignored = linked - weak_entries(&kmod_dep(root, &same, None));
+    assert!(ignored > 0, "kmod's default order must ignore some links");
+    let want = format!(
+        "{}: {ignored} of {linked} linked modules will not be used",
+        same.release
+    );
+    assert!(said.contains(&want), "want {want:?} in:\n{said}");
+    assert!(said.contains("--write-depmod-conf"), "{said}");
+
+    let r = weak(root, &["--write-depmod-conf"], "", None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let conf_dir = root.join("etc/depmod.d");
+    assert!(conf_dir.join("kmodkit-weak-updates.conf").is_file());
+    let kmod = kmod_dep(root, &same, Some(&conf_dir));
+    assert_eq!(
+        weak_entries(&kmod),
+        linked,
+        "kmod with the drop-in:\n{kmod}"
+    );
+    assert_eq!(
+        our_dep(root, &same),
+        kmod,
+        "index after --write-depmod-conf"
+    );
+    let r = weak(root, &["--add-kernel", &same.release], "", None);
+    assert!(!String::from_utf8_lossy(&r.stdout).contains("will not be used"));
+}
+
+/// Link targets are valid inside the root: after the root moves (as into
+/// a node image), every link still resolves and kmod's depmod indexes it.
+#[test]
+fn link_targets_are_valid_inside_the_root() {
+    common::require_tool("depmod", "kmod");
+    let fx = Fixtures::load();
+    let (base, same, _) = pick(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("build-root");
+    fake_root(&fx, &[&base, &same], &base, &root);
+    let r = weak(&root, &["--add-kernel", &same.release], "", None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let said = String::from_utf8_lossy(&r.stdout);
+    let printed: Vec<&str> = said.lines().filter(|l| l.starts_with("link ")).collect();
+    assert_eq!(printed.len(), MLX.len() + 1, "{said}");
+    for line in printed {
+        assert!(
+            line.contains(" -> /lib/modules/") && !line.contains(&root.display().to_string()),
+            "target not named as inside the root: {line}"
+        );
+    }
+    let node = tmp.path().join("node-image");
+    std::fs::rename(&root, &node).unwrap();
+    let l = links(&node, &same);
+    assert_eq!(l.len(), MLX.len() + 1);
+    for (rel, target) in &l {
+        assert!(
+            !target.contains("build-root"),
+            "{} carries the build root",
+            rel.display()
+        );
+        let link = node
+            .join("lib/modules")
+            .join(&same.release)
+            .join("weak-updates")
+            .join(rel);
+        assert!(
+            std::fs::metadata(&link).is_ok_and(|m| m.is_file()),
+            "{} {target} dangles once the root moved",
+            link.display()
+        );
+    }
+    assert!(kmod_dep(&node, &same, None).contains("weak-updates/mlnx/kmk_vendor_dummy.ko"));
+}
+
+/// A module path on stdin that is not there is an error naming it. For
+/// --remove-modules (run by RHEL's kmod packages after their files are
+/// gone) a removed module of an installed kernel is said on stderr, and a
+/// path under no installed kernel is an error.
+#[test]
+fn missing_paths_on_stdin_are_an_error() {
+    let fx = Fixtures::load();
+    let (base, same, _) = pick(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    fake_root(&fx, &[&base, &same], &base, root);
+    let ghost = format!(
+        "/lib/modules/{}/extra/mlnx/no_such_module.ko\n",
+        base.release
+    );
+    let elsewhere = "/lib/modules/0.0.0-not-installed/extra/no_such_module.ko\n";
+    for (action, paths) in [
+        ("--add-modules", ghost.as_str()),
+        ("--add-modules", elsewhere),
+        ("--remove-modules", elsewhere),
+    ] {
+        let r = weak(root, &[action], paths, None);
+        let msg = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{action}: exit 0 for {paths}");
+        assert!(msg.contains("no_such_module.ko"), "{action}: {msg}");
+    }
+    let r = weak(root, &["--remove-modules"], &ghost, None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("no_such_module.ko"),
+        "a removed module nothing links must still be mentioned"
+    );
+    // The package's files are gone; their links are removed.
+    let r = weak(root, &["--add-modules"], &extra_paths(root, &base), None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!links(root, &same).is_empty());
+    std::fs::remove_dir_all(root.join("lib/modules").join(&base.release).join("extra")).unwrap();
+    let r = weak(root, &["--remove-modules"], &extra_paths(root, &base), None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(links(root, &same).is_empty());
+}
+
+/// Under --basedir the root's own depmod.d decides (and is named), not the
+/// host's: kmod's depmod reading that directory is the oracle.
+#[test]
+fn basedir_decisions_use_the_roots_depmod_d() {
+    common::require_tool("depmod", "kmod");
+    let fx = Fixtures::load();
+    let (base, same, _) = pick(&fx);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    fake_root(&fx, &[&base, &same], &base, root);
+    let conf_dir = root.join("etc/depmod.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conf = conf_dir.join("site.conf");
+    std::fs::write(&conf, "search updates weak-updates built-in\n").unwrap();
+    let r = weak(root, &["--add-kernel", &same.release], "", None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let said = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        said.contains(&conf.display().to_string()),
+        "configuration not named:\n{said}"
+    );
+    assert!(!said.contains("will not be used"), "{said}");
+    let kmod = kmod_dep(root, &same, Some(&conf_dir));
+    assert_eq!(weak_entries(&kmod), MLX.len() + 1);
+    assert_eq!(our_dep(root, &same), kmod);
+}
