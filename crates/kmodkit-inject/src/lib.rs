@@ -18,6 +18,7 @@ pub mod image;
 pub mod names;
 pub mod net;
 pub mod netstack;
+pub mod options;
 pub mod plan;
 pub mod resolve;
 pub mod write;

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use kmodkit_abi::target::Target;
 use kmodkit_abi::Verdict;
@@ -22,34 +21,7 @@ use crate::net::NetConfig;
 use crate::resolve::{self, Resolution, ResolveOptions};
 use crate::InjectError;
 
-/// `--option MOD:PARAM=VALUE`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ModuleOption {
-    pub module: String,
-    pub param: String,
-    pub value: String,
-}
-
-impl FromStr for ModuleOption {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let err =
-            || format!("'{s}': expected MODULE:PARAM=VALUE, e.g. ib_ipoib:send_queue_size=256");
-        let (module, rest) = s.split_once(':').ok_or_else(err)?;
-        let (param, value) = rest.split_once('=').ok_or_else(err)?;
-        if module.is_empty()
-            || param.is_empty()
-            || value.contains(char::is_whitespace) && !value.starts_with('"')
-        {
-            return Err(err());
-        }
-        Ok(ModuleOption {
-            module: module.replace('-', "_"),
-            param: param.to_string(),
-            value: value.to_string(),
-        })
-    }
-}
+pub use crate::options::ModuleOption;
 
 /// What add-drivers is asked to do.
 #[derive(Debug, Clone)]
@@ -276,6 +248,7 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
             req.root.display()
         ));
     }
+    check_image_options(&plan, &req.options)?;
     add_modules(&mut plan, req)?;
     add_index(&mut plan, req)?;
     profile("image index", t);
@@ -344,17 +317,41 @@ fn source_side(req: &Request, image_kernel: &str) -> Result<SourceSide, InjectEr
     })
 }
 
-/// Every `--option` names a module of the set and one of its parameters.
+/// Every `--option` for a module of the set names one of its parameters
+/// with a value of its type; options for other modules are checked
+/// against the image's copy once the image is read
+/// ([`check_image_options`]).
 fn check_options(resolution: &Resolution, options: &[ModuleOption]) -> Result<(), InjectError> {
     for o in options {
-        let Some(m) = resolution.modules.iter().find(|m| m.name == o.module) else {
+        if let Some(m) = resolution.modules.iter().find(|m| m.name == o.module) {
+            crate::options::check(o, &m.path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `--option`s for modules the image already has (and the request does
+/// not add): checked against the image's own copy of the module.
+fn check_image_options(plan: &Plan, options: &[ModuleOption]) -> Result<(), InjectError> {
+    let scratch_dir = plan
+        .facts
+        .module_root
+        .join("lib/modules")
+        .join(&plan.image_kernel);
+    let image_files = plan.facts.module_files(&plan.image_kernel);
+    for o in options {
+        if plan.resolution.modules.iter().any(|m| m.name == o.module) {
+            continue;
+        }
+        let in_image = image_files.iter().find(|f| {
+            kmodkit_index::lookup::module_name_from_path(Path::new(f)).as_deref()
+                == Some(o.module.as_str())
+        });
+        let Some(rel) = in_image else {
             return Err(InjectError::Invalid(format!(
-                "--option {}:{}={}: {} is not among the modules being added ({})",
+                "--option {o}: {} is neither among the modules being added ({}) nor in the image",
                 o.module,
-                o.param,
-                o.value,
-                o.module,
-                resolution
+                plan.resolution
                     .modules
                     .iter()
                     .map(|m| m.name.as_str())
@@ -362,41 +359,7 @@ fn check_options(resolution: &Resolution, options: &[ModuleOption]) -> Result<()
                     .join(", ")
             )));
         };
-        let module = m.read()?;
-        let params: Vec<String> = module
-            .modinfo_values("parmtype")
-            .chain(module.modinfo_values("parm"))
-            .filter_map(|v| {
-                let v = String::from_utf8_lossy(v);
-                v.split_once(':').map(|(n, _)| n.to_string())
-            })
-            .fold(Vec::new(), |mut acc, n| {
-                if !acc.contains(&n) {
-                    acc.push(n);
-                }
-                acc
-            });
-        if !params.contains(&o.param) {
-            return Err(InjectError::Invalid(if params.is_empty() {
-                format!(
-                    "--option {}:{}: {} ({}) has no parameters",
-                    o.module,
-                    o.param,
-                    o.module,
-                    m.path.display()
-                )
-            } else {
-                format!(
-                    "--option {}:{}: {} ({}) has no parameter {}; its parameters are: {}",
-                    o.module,
-                    o.param,
-                    o.module,
-                    m.path.display(),
-                    o.param,
-                    params.join(", ")
-                )
-            }));
-        }
+        crate::options::check(o, &scratch_dir.join(rel))?;
     }
     Ok(())
 }

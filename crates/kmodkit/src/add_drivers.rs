@@ -293,7 +293,9 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
     };
     let bar = Bar::new("reading");
     let plan =
-        plan::build(&req, &bar).with_context(|| format!("{}: add-drivers", a.image.display()))?;
+        // Every error of the plan names its file (the image, a module, the
+        // source tree): no context that would say the image twice.
+        plan::build(&req, &bar)?;
     let mut stdout = io::stdout().lock();
     if !a.json {
         print_plan(&plan, &mut stdout)?;

@@ -24,12 +24,36 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    let json = wants_json(&matches);
     match run(cli, &matches) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("kmodkit: error: {e:#}");
+            report_error(&e, json);
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// Whether the command that runs was given `--json`.
+fn wants_json(matches: &clap::ArgMatches) -> bool {
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    matches!(m.try_get_one::<bool>("json"), Ok(Some(true)))
+}
+
+/// An error on stderr; with `--json` also as one JSON object on stdout
+/// (`{"error": {"message": ..., "causes": [...]}}`), so a script reading
+/// stdout gets a document either way.
+fn report_error(e: &anyhow::Error, json: bool) {
+    eprintln!("kmodkit: error: {e:#}");
+    if json {
+        let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+        let doc = serde_json::json!({
+            "error": { "message": e.to_string(), "causes": causes }
+        });
+        println!("{doc}");
     }
 }
 
@@ -41,7 +65,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             Ok(code) => Ok(code),
             Err(e) => {
                 // abi check: 0 compatible, 1 incompatible, 2 could not decide.
-                eprintln!("kmodkit: error: {e:#}");
+                report_error(&e, wants_json(matches));
                 Ok(2)
             }
         },
