@@ -322,10 +322,7 @@ fn copy_backup(target: &Path, mut n: u32, mode: u32) -> Result<KeptBackup, Commi
     let mut src = File::open(target).map_err(err(target, "read"))?;
     io::copy(&mut src, staged.file()).map_err(err(&staged.tmp, "write"))?;
     staged.set_mode(mode & 0o7777)?;
-    staged
-        .file
-        .sync_all()
-        .map_err(err(&staged.tmp, "write"))?;
+    staged.file.sync_all().map_err(err(&staged.tmp, "write"))?;
     loop {
         let path = backup_path(target, n);
         let moved = signals::with_registry_locked(|registry| {
@@ -420,7 +417,10 @@ fn strip_backup_number(r: &[u8]) -> &[u8] {
 }
 
 fn process_alive(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     // kill(pid, 0): EPERM means it exists under another user.
@@ -510,7 +510,9 @@ mod tests {
         // A PID that cannot be alive (above pid_max's ceiling of 2^22).
         let dead = d.path().join(".img.kmodkit-9999999.tmp");
         fs::write(&dead, b"left by kill -9").unwrap();
-        let own = d.path().join(format!(".img.kmodkit-{}.tmp", std::process::id()));
+        let own = d
+            .path()
+            .join(format!(".img.kmodkit-{}.tmp", std::process::id()));
         fs::write(&own, b"left by an earlier process with our pid").unwrap();
         let alive = d.path().join(".img.kmodkit-1.tmp");
         fs::write(&alive, b"init's").unwrap();

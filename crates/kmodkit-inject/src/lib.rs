@@ -18,6 +18,7 @@ pub mod names;
 pub mod net;
 pub mod plan;
 pub mod resolve;
+mod unchanged;
 pub mod write;
 
 use std::path::PathBuf;
