@@ -317,17 +317,17 @@ fn a_full_filesystem_leaves_only_the_original() {
             let out = output(&mut writer.command(fs.path(), tmp.path()));
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{writer:?} {attempt}: {stderr}");
+            assert_eq!(
+                names(fs.path()),
+                ["initrd.img"],
+                "{writer:?} {attempt}: left behind ({stderr})"
+            );
+            assert_eq!(sha(&path), original, "{writer:?} {attempt}: image changed");
             assert!(
                 stderr.contains("No space left on device")
                     && stderr.contains("nothing was changed"),
                 "{writer:?} {attempt}: {stderr}"
             );
-            assert_eq!(
-                names(fs.path()),
-                ["initrd.img"],
-                "{writer:?} {attempt}: left behind"
-            );
-            assert_eq!(sha(&path), original, "{writer:?} {attempt}: image changed");
             runs += 1;
         }
     }
