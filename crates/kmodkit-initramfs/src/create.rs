@@ -664,15 +664,18 @@ impl<W: Write> Write for Counting<W> {
 /// the same directory, fsynced and renamed into place, removed on error
 /// and on SIGINT/SIGTERM; the old file stays until the rename and, with
 /// [`Backup::Keep`], after it as `PATH.bak` (or `PATH.bak.N`). The new
-/// file keeps the permission bits of the one it replaces.
+/// file gets the permission bits `mode`, or else those of the file it
+/// replaces (0644 for a new file), before it appears at `path`.
 pub fn write_atomically(
     path: &Path,
     backup: Backup,
+    mode: Option<u32>,
     write: impl FnOnce(&mut OutputFile) -> Result<(), Error>,
 ) -> Result<Committed, Error> {
     let mut staged = Staged::new(path)?;
-    if let Ok(old) = fs::metadata(path) {
-        staged.set_mode(old.permissions().mode() & 0o7777)?;
+    let mode = mode.or_else(|| fs::metadata(path).ok().map(|m| m.permissions().mode()));
+    if let Some(mode) = mode {
+        staged.set_mode(mode & 0o7777)?;
     }
     let mut out = OutputFile {
         file: staged.file(),

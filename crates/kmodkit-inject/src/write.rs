@@ -145,7 +145,7 @@ pub fn write(
             drop_existing_dirs(plan, &mut planned);
             let last_lz4 =
                 plan.facts.segments.last().map(|s| s.compression) == Some(Compression::Lz4);
-            create::write_atomically(&target, backup, |out| {
+            create::write_atomically(&target, backup, Some(original_mode), |out| {
                 let mut original = fs::File::open(&plan.image)
                     .map_err(|e| kmodkit_initramfs::Error::write(&plan.image, e))?;
                 copy_all(&mut original, out, &plan.image)?;
@@ -214,7 +214,7 @@ pub fn write(
                 .filter(|s| s.compression == Compression::None)
                 .map(|s| (s.offset, s.size))
                 .collect();
-            create::write_atomically(&target, backup, |out| {
+            create::write_atomically(&target, backup, Some(original_mode), |out| {
                 let mut original = fs::File::open(&plan.image)
                     .map_err(|e| kmodkit_initramfs::Error::write(&plan.image, e))?;
                 let mut written = 0u64;
@@ -234,7 +234,6 @@ pub fn write(
             })?
         }
     };
-    let _ = fs::set_permissions(&target, fs::Permissions::from_mode(original_mode));
     Ok(Written {
         size_after: fs::metadata(&target).map(|m| m.len()).unwrap_or(0),
         path: target,

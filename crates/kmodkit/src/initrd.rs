@@ -819,7 +819,7 @@ fn create_cmd(a: &CreateArgs) -> anyhow::Result<bool> {
         encode,
     });
     let bar = Bar::new("create");
-    create::write_atomically(&a.output, Backup::None, |f| {
+    create::write_atomically(&a.output, Backup::None, None, |f| {
         create::write_segments(&segments, f, &bar)
     })?;
     Ok(true)
@@ -839,7 +839,7 @@ fn repack(a: &RepackArgs) -> anyhow::Result<bool> {
         level: a.encode.level,
         threads: a.encode.threads,
     };
-    let committed = create::write_atomically(&out, backup, |f| {
+    let committed = create::write_atomically(&out, backup, None, |f| {
         create::repack(&image, &read_opts_threaded(&a.read), &recompress, &bar, f).map(|_| ())
     })
     .with_context(|| {

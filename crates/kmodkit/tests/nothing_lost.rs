@@ -8,6 +8,7 @@
 mod initrd_common;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -353,8 +354,12 @@ fn a_second_identical_run_writes_nothing_and_the_backup_stays_pristine() {
                 .args(drivers));
             String::from_utf8_lossy(&out).into_owned()
         };
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let original_mode = mode(&img.path);
         add(&["rdma_rxe"]);
         let once = sha(&path);
+        // dracut's images are 0600: the new one is never more readable.
+        assert_eq!(mode(&path), original_mode, "{generator}: mode changed");
         assert_ne!(once, pristine, "{generator}: the first run changed nothing");
         let bak = dir.join("initrd.img.bak");
         assert_eq!(
