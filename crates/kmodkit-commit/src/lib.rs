@@ -36,9 +36,9 @@ use std::path::{Path, PathBuf};
 pub use fault::fault_point;
 pub use signals::{cleanup_on_signals, remove_dir_on_signal, Registration};
 
-/// What failed, on which path.
+/// What failed, on which path; the OS error is the source.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: cannot {action}: {source}", path = .path.display())]
+#[error("{path}: cannot {action}", path = .path.display())]
 pub struct CommitError {
     pub path: PathBuf,
     pub action: &'static str,

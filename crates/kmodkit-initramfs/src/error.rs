@@ -63,12 +63,13 @@ pub enum Error {
     #[error("{path}: {cause}")]
     Input { path: PathBuf, cause: io::Error },
     /// Extraction stopped part way: what was written stays in `dir`.
+    /// The cause is in the message (as in the other variants), not a
+    /// `source`: a chain printer would say it twice.
     #[error("{cause}; extraction stopped: {entries} entries ({bytes} bytes of file data) were written to {dir} before the error, so the tree there is incomplete", dir = .dir.display())]
     Incomplete {
         dir: PathBuf,
         entries: u64,
         bytes: u64,
-        #[source]
         cause: Box<Error>,
     },
     /// Staging or committing the output file failed.

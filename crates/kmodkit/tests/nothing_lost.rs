@@ -446,6 +446,8 @@ fn extract_of_a_truncated_image_says_what_was_written() {
     assert!(
         stderr.contains(&format!("{on_disk} entries"))
             && stderr.contains("incomplete")
+            && stderr.contains("truncated")
+            && stderr.matches("truncated").count() == 1
             && stderr.contains(&tree.display().to_string()),
         "{on_disk} paths on disk; the message: {stderr}"
     );
