@@ -199,7 +199,10 @@ impl Staged {
             r.disarm();
         }
         fault_point("commit-renamed");
-        fsync_dir(&self.dir)?;
+        // The rename is done: an error here must not be reported as "the
+        // old file is in place". Filesystems that cannot fsync a directory
+        // (some FUSE and network ones) refuse it; the rename still holds.
+        let _ = fsync_dir(&self.dir);
         let (backup, backup_is_new) = match kept {
             Some(k) => {
                 let is_new = k.registration.is_some();
