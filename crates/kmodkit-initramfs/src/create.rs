@@ -29,8 +29,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use kmodkit_commit::{Backup, Committed, Staged};
 
 use crate::compression::{self, Compression, EncodeOptions, Encoder};
 use crate::cpio::{self, FileType, Format, Header, HEADER_LEN, PATH_MAX, TRAILER};
@@ -658,43 +660,30 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Writes `path` through a temporary file in the same directory that is
-/// flushed, fsynced and renamed into place; on error the old file stays.
+/// Writes `path` through [`kmodkit_commit::Staged`]: a temporary file in
+/// the same directory, fsynced and renamed into place, removed on error
+/// and on SIGINT/SIGTERM; the old file stays until the rename and, with
+/// [`Backup::Keep`], after it as `PATH.bak` (or `PATH.bak.N`). The new
+/// file gets the permission bits `mode`, or else those of the file it
+/// replaces (0644 for a new file), before it appears at `path`.
 pub fn write_atomically(
     path: &Path,
+    backup: Backup,
+    mode: Option<u32>,
     write: impl FnOnce(&mut OutputFile) -> Result<(), Error>,
-) -> Result<(), Error> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| invalid(format!("{}: not a file name", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".kmodkit-{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(|e| Error::write(&tmp, e))?;
+) -> Result<Committed, Error> {
+    let mut staged = Staged::new(path)?;
+    let mode = mode.or_else(|| fs::metadata(path).ok().map(|m| m.permissions().mode()));
+    if let Some(mode) = mode {
+        staged.set_mode(mode & 0o7777)?;
+    }
     let mut out = OutputFile {
-        file: &mut file,
+        file: staged.file(),
         written: 0,
         started: 0,
     };
-    let result = write(&mut out)
-        .and_then(|()| file.sync_all().map_err(|e| Error::write(&tmp, e)))
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::write(path, e)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    } else if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    result
+    write(&mut out)?;
+    Ok(staged.commit(backup)?)
 }
 
 /// The temporary output file. It starts writeback of every 8 MiB written
@@ -708,6 +697,7 @@ pub struct OutputFile<'f> {
 
 impl Write for OutputFile<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        kmodkit_commit::fault_point("commit-write");
         let n = self.file.write(buf)?;
         self.written += n as u64;
         if self.written - self.started >= 8 << 20 {
@@ -889,19 +879,28 @@ pub fn write_segments<W: Write + Send>(
     Ok(())
 }
 
-/// Re-encodes every compressed segment of `image` with `encode` into
-/// `out`; uncompressed (early) segments are copied as they are. The cpio
-/// streams are checked while they pass.
+/// How [`repack`] encodes the compressed segments.
+#[derive(Debug, Clone, Copy)]
+pub struct RecompressOptions {
+    /// `None`: each segment keeps the compression it has.
+    pub compression: Option<Compression>,
+    pub level: Option<i32>,
+    pub threads: u32,
+}
+
+/// Re-encodes every compressed segment of `image` into `out` as
+/// `recompress` says; uncompressed (early) segments are copied as they
+/// are. The cpio streams are checked while they pass.
 pub fn repack<W: Write + Send>(
     image: &Image<'_>,
     read_opts: &ReadOptions,
-    encode: &EncodeOptions,
+    recompress: &RecompressOptions,
     progress: &dyn Progress,
     out: &mut W,
 ) -> Result<Vec<SegmentSummary>, Error> {
     struct Repacker<'o, W: Write + Send> {
         state: Option<RepackState<'o, W>>,
-        encode: EncodeOptions,
+        recompress: RecompressOptions,
         last_lz4: bool,
     }
     enum RepackState<'o, W: Write + Send> {
@@ -924,15 +923,17 @@ pub fn repack<W: Write + Send>(
             if self.last_lz4 {
                 w.write_all(&ZEROS).map_err(wr)?;
             }
-            let encode = if info.compression == Compression::None {
+            let compression = if info.compression == Compression::None {
                 let pad = (cpio::pad4(w.count) - w.count) as usize;
                 w.write_all(&ZEROS[..pad]).map_err(wr)?;
-                EncodeOptions {
-                    compression: Compression::None,
-                    ..self.encode
-                }
+                Compression::None
             } else {
-                self.encode
+                self.recompress.compression.unwrap_or(info.compression)
+            };
+            let encode = EncodeOptions {
+                compression,
+                level: self.recompress.level,
+                threads: self.recompress.threads,
             };
             self.last_lz4 = encode.compression == Compression::Lz4;
             self.state = Some(RepackState::Encoding(
@@ -964,7 +965,7 @@ pub fn repack<W: Write + Send>(
             inner: BufWriter::with_capacity(1 << 20, out),
             count: 0,
         })),
-        encode: *encode,
+        recompress: *recompress,
         last_lz4: false,
     };
     let summaries =

@@ -62,6 +62,19 @@ pub enum Error {
     /// Reading an input file (create) failed.
     #[error("{path}: {cause}")]
     Input { path: PathBuf, cause: io::Error },
+    /// Extraction stopped part way: what was written stays in `dir`.
+    /// The cause is in the message (as in the other variants), not a
+    /// `source`: a chain printer would say it twice.
+    #[error("{cause}; extraction stopped: {entries} entries ({bytes} bytes of file data) were written to {dir} before the error, so the tree there is incomplete", dir = .dir.display())]
+    Incomplete {
+        dir: PathBuf,
+        entries: u64,
+        bytes: u64,
+        cause: Box<Error>,
+    },
+    /// Staging or committing the output file failed.
+    #[error(transparent)]
+    Commit(#[from] kmodkit_commit::CommitError),
     /// A manifest line or an option is invalid.
     #[error("{0}")]
     Invalid(String),

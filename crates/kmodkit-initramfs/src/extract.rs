@@ -111,7 +111,19 @@ pub fn extract(
         umask: process_umask(),
         report: ExtractReport::default(),
     };
-    let segments = read::read_image(image, read_opts, progress, &mut x)?;
+    let segments = match read::read_image(image, read_opts, progress, &mut x) {
+        Ok(s) => s,
+        // What is on disk stays (it may be what the user wanted to
+        // salvage), but the error says that it is there and incomplete.
+        Err(cause) => {
+            return Err(Error::Incomplete {
+                dir: dir.to_path_buf(),
+                entries: x.report.entries,
+                bytes: x.report.bytes,
+                cause: Box::new(cause),
+            })
+        }
+    };
     x.finish_dirs()?;
     x.report.segments = segments;
     Ok(x.report)

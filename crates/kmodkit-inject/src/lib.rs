@@ -21,6 +21,7 @@ pub mod netstack;
 pub mod options;
 pub mod plan;
 pub mod resolve;
+mod unchanged;
 pub mod write;
 
 use std::path::PathBuf;

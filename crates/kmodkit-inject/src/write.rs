@@ -5,16 +5,19 @@
 //! additions and compresses once more with the original compression;
 //! uncompressed (early microcode) segments are copied unchanged.
 //!
-//! Either way the image is written to a temporary file beside it, fsynced
-//! and renamed over it; the backup is a hard link to the original inode,
-//! made before the rename (no copy, and never a half-written backup).
+//! Either way the image is written through `kmodkit_commit::Staged`: a
+//! temporary file beside it (removed on error and on SIGINT/SIGTERM),
+//! fsynced and renamed over it. The backup is a hard link to the original
+//! inode made at the commit, after the new image is complete (no copy, and
+//! none left when the write fails); an existing backup is never replaced
+//! (the next one is `IMAGE.bak.1`).
 
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use kmodkit_depmod::write::fault_point;
+use kmodkit_commit::{fault_point, Backup};
 use kmodkit_initramfs::compression::EncodeOptions;
 use kmodkit_initramfs::cpio::{FileType, Format};
 use kmodkit_initramfs::create::{self, CreateOptions, SegmentSpec, SourceEntry};
@@ -108,30 +111,6 @@ fn drop_existing_dirs(plan: &Plan, planned: &mut Vec<create::PlannedEntry>) {
     });
 }
 
-/// Removes temporary files a killed earlier run left beside `target`.
-fn remove_stale_temporaries(target: &Path) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!(".{}.kmodkit-", name.to_string_lossy());
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = n.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
-            continue;
-        };
-        let alive = Path::new("/proc").join(pid).exists();
-        if !alive {
-            let _ = fs::remove_file(e.path());
-        }
-    }
-}
-
 /// Writes the plan's result. Nothing is changed when an error is returned.
 pub fn write(
     plan: &Plan,
@@ -139,13 +118,10 @@ pub fn write(
     progress: &dyn Progress,
 ) -> Result<Written, InjectError> {
     let target = opts.output.clone().unwrap_or_else(|| plan.image.clone());
-    remove_stale_temporaries(&target);
-    // The backup links the original inode before the new image is renamed
-    // over it; if writing fails, it is just a second name of the original.
     let backup = if opts.output.is_none() && opts.backup {
-        Some(prepare_backup(&plan.image)?)
+        Backup::Keep
     } else {
-        None
+        Backup::None
     };
     let compression = plan.facts.main_compression();
     let encode = EncodeOptions {
@@ -162,14 +138,14 @@ pub fn write(
         keep_owners: false,
         clamp_mtime: None,
     };
-    match opts.mode {
+    let committed = match opts.mode {
         Mode::Append => {
             let entries = addition_entries(plan, opts.mtime)?;
             let mut planned = create::plan(entries, &create_opts)?;
             drop_existing_dirs(plan, &mut planned);
             let last_lz4 =
                 plan.facts.segments.last().map(|s| s.compression) == Some(Compression::Lz4);
-            create::write_atomically(&target, |out| {
+            create::write_atomically(&target, backup, Some(original_mode), |out| {
                 let mut original = fs::File::open(&plan.image)
                     .map_err(|e| kmodkit_initramfs::Error::write(&plan.image, e))?;
                 copy_all(&mut original, out, &plan.image)?;
@@ -181,7 +157,7 @@ pub fn write(
                         .map_err(|e| kmodkit_initramfs::Error::write("(image)", e))?;
                 }
                 new_segment(&planned, encode, out, progress)
-            })?;
+            })?
         }
         Mode::Rebuild => {
             let tree = plan.scratch.path().join("rebuild");
@@ -238,7 +214,7 @@ pub fn write(
                 .filter(|s| s.compression == Compression::None)
                 .map(|s| (s.offset, s.size))
                 .collect();
-            create::write_atomically(&target, |out| {
+            create::write_atomically(&target, backup, Some(original_mode), |out| {
                 let mut original = fs::File::open(&plan.image)
                     .map_err(|e| kmodkit_initramfs::Error::write(&plan.image, e))?;
                 let mut written = 0u64;
@@ -255,14 +231,13 @@ pub fn write(
                     .map_err(|e| kmodkit_initramfs::Error::write("(image)", e))?;
                 fault_point("add-drivers-write");
                 new_segment(&planned, encode, out, progress)
-            })?;
+            })?
         }
-    }
-    let _ = fs::set_permissions(&target, fs::Permissions::from_mode(original_mode));
+    };
     Ok(Written {
         size_after: fs::metadata(&target).map(|m| m.len()).unwrap_or(0),
         path: target,
-        backup,
+        backup: committed.backup,
         mode: opts.mode,
         compression,
         size_before,
@@ -284,32 +259,6 @@ fn new_segment(
     create::write_segments(&[spec], out, progress)?;
     fault_point("add-drivers-written");
     Ok(())
-}
-
-/// `IMAGE.bak`.
-pub fn backup_path(image: &Path) -> PathBuf {
-    let mut s = image.as_os_str().to_owned();
-    s.push(".bak");
-    PathBuf::from(s)
-}
-
-/// Keeps the original as `IMAGE.bak`: a hard link to its inode made under a
-/// temporary name and renamed into place, so an existing backup is only
-/// replaced by a complete one.
-pub fn prepare_backup(image: &Path) -> Result<PathBuf, InjectError> {
-    let backup = backup_path(image);
-    let mut tmp = backup.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let _ = fs::remove_file(&tmp);
-    if fs::hard_link(image, &tmp).is_err() {
-        fs::copy(image, &tmp).map_err(io_err(&tmp))?;
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&tmp))?;
-    }
-    fs::rename(&tmp, &backup).map_err(io_err(&backup))?;
-    Ok(backup)
 }
 
 fn copy_all(

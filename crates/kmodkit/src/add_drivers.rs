@@ -49,9 +49,10 @@ with a DUID of standard length (not FlexBoot's).\n\n\
 --append (default) adds one compressed segment at the end: the original bytes stay intact and \
 the kernel lets later files replace earlier ones. --rebuild unpacks, merges and recompresses \
 with the original compression. The image is replaced atomically; the original is kept as \
-IMAGE.bak unless --no-backup.";
+IMAGE.bak unless --no-backup (an existing backup is never replaced: the next one is \
+IMAGE.bak.1, .2, ...). A run that would change nothing writes nothing.";
 
-pub const AFTER_HELP: &str = "Exit status: 0 written (or planned with --dry-run), 1 error (nothing written), 2 usage error.\n\n\
+pub const AFTER_HELP: &str = "Exit status: 0 written (or planned with --dry-run, or nothing to do), 1 error (nothing written), 2 usage error.\n\n\
 Examples:\n  kmodkit initrd add-drivers /boot/initrd.img-$(uname -r) mlx4_en mlx4_ib ib_ipoib --net dhcp\n  \
 kmodkit initrd add-drivers --dry-run initrd.img ib_addr ib_core ib_mad ib_sa ib_cm ib_uverbs ib_ucm ib_umad iw_cm rdma_cm rdma_ucm mlx4_core mlx4_ib ib_mthca ipoib_helper ib_ipoib\n  \
 kmodkit initrd add-drivers initrd.img mlx5_core --net dhcp --iface 00:02:c9:03:00:00:10:39 --client-id flexboot\n  \
@@ -296,6 +297,8 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
         // Every error of the plan names its file (the image, a module, the
         // source tree): no context that would say the image twice.
         plan::build(&req, &bar)?;
+    // The scratch tree goes on drop; on Ctrl-C or SIGTERM, this removes it.
+    let _scratch_on_signal = kmodkit_commit::remove_dir_on_signal(plan.scratch.path());
     let mut stdout = io::stdout().lock();
     if !a.json {
         print_plan(&plan, &mut stdout)?;
@@ -308,9 +311,17 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
             writeln!(stdout, "dry run: nothing written")?;
         }
         None
-    } else if plan.additions.is_empty() {
+    } else if plan.additions.is_empty()
+        || a.output.is_none()
+            && !plan
+                .changes_image(a.read.max_size)
+                .with_context(|| format!("{}: add-drivers", a.image.display()))?
+    {
         if !a.json {
-            writeln!(stdout, "the image already has everything; nothing written")?;
+            writeln!(
+                stdout,
+                "nothing to do: every file to add is in the image already, with the same content; nothing written"
+            )?;
         }
         None
     } else {
@@ -335,8 +346,12 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
             mtime,
         };
         let bar = Bar::new("writing");
-        let w = write::write(&plan, &opts, &bar)
-            .with_context(|| format!("{}: writing", a.image.display()))?;
+        let w = write::write(&plan, &opts, &bar).with_context(|| {
+            format!(
+                "{}: writing failed; nothing was changed (no temporary file or backup left)",
+                a.image.display()
+            )
+        })?;
         if !a.json {
             writeln!(
                 stdout,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use kmodkit_commit::Backup;
 use kmodkit_initramfs::compression::EncodeOptions;
 use kmodkit_initramfs::cpio::{FileType, Format};
 use kmodkit_initramfs::create::{self, CreateOptions, SegmentSpec};
@@ -59,7 +60,7 @@ sock  <name> <mode> <uid> <gid>",
 kmodkit initrd create ./root --early ./ucode -o initrd.img\n  kmodkit initrd create initramfs.list -o initrd.img --compress xz"
     )]
     Create(CreateArgs),
-    /// Recompress an image's compressed segments (early segments stay as they are)
+    /// Recompress an image's compressed segments (each keeps its compression unless -c; early segments stay as they are)
     Repack(RepackArgs),
     /// Show what differs between two images once unpacked
     #[command(after_help = "Exit status: 0 no differences, 1 differences found or an error.")]
@@ -172,9 +173,10 @@ pub enum FormatArg {
 
 #[derive(Debug, Args)]
 pub struct EncodeFlags {
-    /// Compression of the main segment
-    #[arg(short = 'c', long = "compress", value_enum, default_value = "zstd")]
-    pub compress: CompressArg,
+    /// Compression of the main segment (create: zstd when not given;
+    /// repack: each segment keeps its own when not given)
+    #[arg(short = 'c', long = "compress", value_enum)]
+    pub compress: Option<CompressArg>,
     /// Compression level (default: the compressor's own default)
     #[arg(short = 'L', long)]
     pub level: Option<i32>,
@@ -213,9 +215,13 @@ pub struct CreateArgs {
 #[derive(Debug, Args)]
 pub struct RepackArgs {
     pub image: PathBuf,
-    /// Output image (default: replace IMAGE, atomically)
+    /// Output image (default: replace IMAGE, atomically, keeping the
+    /// original as IMAGE.bak, or IMAGE.bak.N when that exists)
     #[arg(short = 'o', long, value_name = "IMG")]
     pub output: Option<PathBuf>,
+    /// Replace IMAGE without keeping the original
+    #[arg(long)]
+    pub no_backup: bool,
     #[command(flatten)]
     pub encode: EncodeFlags,
     #[command(flatten)]
@@ -746,7 +752,7 @@ fn cat(a: &CatArgs) -> anyhow::Result<bool> {
 
 fn encode_opts(e: &EncodeFlags) -> EncodeOptions {
     EncodeOptions {
-        compression: e.compress.compression(),
+        compression: e.compress.unwrap_or(CompressArg::Zstd).compression(),
         level: e.level,
         threads: e.threads,
     }
@@ -813,18 +819,41 @@ fn create_cmd(a: &CreateArgs) -> anyhow::Result<bool> {
         encode,
     });
     let bar = Bar::new("create");
-    create::write_atomically(&a.output, |f| create::write_segments(&segments, f, &bar))?;
+    create::write_atomically(&a.output, Backup::None, None, |f| {
+        create::write_segments(&segments, f, &bar)
+    })?;
     Ok(true)
 }
 
 fn repack(a: &RepackArgs) -> anyhow::Result<bool> {
     let image = open(&a.image)?;
     let out = a.output.clone().unwrap_or_else(|| a.image.clone());
+    let backup = if a.output.is_none() && !a.no_backup {
+        Backup::Keep
+    } else {
+        Backup::None
+    };
     let bar = Bar::new("repack");
-    let encode = encode_opts(&a.encode);
-    create::write_atomically(&out, |f| {
-        create::repack(&image, &read_opts_threaded(&a.read), &encode, &bar, f).map(|_| ())
+    let recompress = create::RecompressOptions {
+        compression: a.encode.compress.map(CompressArg::compression),
+        level: a.encode.level,
+        threads: a.encode.threads,
+    };
+    let committed = create::write_atomically(&out, backup, None, |f| {
+        create::repack(&image, &read_opts_threaded(&a.read), &recompress, &bar, f).map(|_| ())
+    })
+    .with_context(|| {
+        format!(
+            "{}: repack failed; nothing was changed (no temporary file or backup left)",
+            a.image.display()
+        )
     })?;
+    let mut stdout = io::stdout().lock();
+    write!(stdout, "wrote {}", committed.path.display())?;
+    if let Some(b) = &committed.backup {
+        write!(stdout, "; original kept as {}", b.display())?;
+    }
+    writeln!(stdout)?;
     Ok(true)
 }
 

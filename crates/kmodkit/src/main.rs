@@ -19,6 +19,11 @@ use cli::{Cli, Command};
 const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
+    // Before any thread starts (they inherit the signal mask): Ctrl-C and
+    // SIGTERM remove the temporaries of files being replaced.
+    if let Err(e) = kmodkit_commit::cleanup_on_signals() {
+        eprintln!("kmodkit: warning: cannot handle SIGINT/SIGTERM ({e}); an interrupted write may leave a temporary file, which the next run removes");
+    }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
