@@ -19,7 +19,7 @@ unknown symbols, GPL-only exports, namespaces, extended modversions. A module ne
 module of the set is refused too.\n\n\
 The target's symbol versions come from ROOT/boot/symvers-K.gz, ROOT/lib/modules/K/symvers.gz, \
 ROOT/lib/modules/K/build/Module.symvers or ROOT/usr/src/linux-headers-K/Module.symvers, or --symvers.",
-        after_help = "Exit status: 0 every module is compatible, 1 some are not, 2 error.\n\nExamples:\n  kmodkit abi check --kernel 5.14.0-427.el9.x86_64 /lib/modules/5.14.0-362.el9.x86_64/extra\n  kmodkit abi check --kernel 6.1.0-56-amd64 --json ./mlx4_core.ko ./mlx4_en.ko"
+        after_help = "Exit status: 0 every module is compatible, 1 some are not, 2 error.\n\nExamples:\n  kmodkit abi check --kernel 5.14.0-427.el9.x86_64 \\\n    /lib/modules/5.14.0-362.el9.x86_64/extra\n  kmodkit abi check --kernel 6.1.0-56-amd64 --json ./mlx4_core.ko ./mlx4_en.ko"
     )]
     Check(AbiCheckArgs),
 }

@@ -53,10 +53,17 @@ IMAGE.bak unless --no-backup (an existing backup is never replaced: the next one
 IMAGE.bak.1, .2, ...). A run that would change nothing writes nothing.";
 
 pub const AFTER_HELP: &str = "Exit status: 0 written (or planned with --dry-run, or nothing to do), 1 error (nothing written), 2 usage error.\n\n\
-Examples:\n  kmodkit initrd add-drivers /boot/initrd.img-$(uname -r) mlx4_en mlx4_ib ib_ipoib --net dhcp\n  \
-kmodkit initrd add-drivers --dry-run initrd.img ib_addr ib_core ib_mad ib_sa ib_cm ib_uverbs ib_ucm ib_umad iw_cm rdma_cm rdma_ucm mlx4_core mlx4_ib ib_mthca ipoib_helper ib_ipoib\n  \
-kmodkit initrd add-drivers initrd.img mlx5_core --net dhcp --iface 00:02:c9:03:00:00:10:39 --client-id flexboot\n  \
-kmodkit initrd add-drivers -o node.img --root /srv/image --kernel 6.1.0-56-amd64 initrd.img mlx4_en --option mlx4_core:log_num_mgm_entry_size=-1";
+Examples:\n  kmodkit initrd add-drivers /boot/initrd.img-$(uname -r) \\
+    mlx4_en mlx4_ib ib_ipoib --net dhcp\n  \
+kmodkit initrd add-drivers --dry-run initrd.img ib_addr ib_core ib_mad \\
+    ib_sa ib_cm ib_uverbs ib_ucm ib_umad iw_cm rdma_cm rdma_ucm mlx4_core \\
+    mlx4_ib ib_mthca ipoib_helper ib_ipoib\n  \
+kmodkit initrd add-drivers initrd.img mlx5_core mlx5_ib ib_ipoib \\
+    --net dhcp --iface 00:02:c9:03:00:00:10:39 --client-id flexboot\n  \
+kmodkit initrd add-drivers initrd.img mlx4_en --net 10.1.0.20/16,10.1.0.1 \\
+    --iface 52:54:00:12:34:56\n  \
+kmodkit initrd add-drivers -o node.img --root /srv/image initrd.img \\
+    mlx4_en --option mlx4_core:log_num_mgm_entry_size=-1";
 
 #[derive(Debug, Args)]
 pub struct AddDriversArgs {
@@ -139,6 +146,7 @@ pub struct AddDriversArgs {
     after_help = "Examples:\n  kmodkit initrd modules /boot/initrd.img-$(uname -r)\n  kmodkit initrd modules --json initrd.img | jq '.loads'"
 )]
 pub struct ModulesArgs {
+    /// The initramfs image
     pub image: PathBuf,
     /// Print JSON
     #[arg(long)]

@@ -10,12 +10,26 @@ use clap::{Args, Parser, Subcommand};
     name = "kmodkit",
     version,
     about = "Keep out-of-tree NIC and InfiniBand drivers working across kernel updates and inside diskless boot images",
-    long_about = "kmodkit reads kernel modules, builds the module index, decides ABI \
-compatibility as the kernel's loader would, and reads and writes initramfs images.\n\n\
-Plumbing commands (modinfo, ...) behave like their kmod counterparts and add --json \
-output for scripts.",
+    long_about = "kmodkit keeps out-of-tree NIC and InfiniBand drivers (NVIDIA/Mellanox ConnectX, \
+Ethernet and IB) working across kernel updates and gets them into the boot images of diskless \
+nodes. It reads kernel modules exactly as kmod and the kernel do.\n\n\
+After a kernel update: `abi check` says whether the vendor's modules load on the new kernel (and \
+why not, symbol by symbol); `weak-modules --add-kernel` links the compatible ones into its \
+weak-updates; `depmod` rebuilds the index byte for byte as kmod does.\n\n\
+For a diskless node: `initrd add-drivers` puts the drivers, their dependencies, firmware, options \
+and network settings (DHCP, static, the IPoIB client identifier) into an existing dracut, \
+initramfs-tools or plain image; `initrd ls/extract/create/repack/diff` handle images of every \
+kernel format.\n\n\
+Plumbing commands (modinfo, depmod) behave like their kmod counterparts and add --json output \
+for scripts.",
     after_help = "Exit status: 0 success, 1 the command failed (e.g. a module was not found), \
-2 usage error.\n\nExamples:\n  kmodkit modinfo mlx4_core\n  kmodkit modinfo -k 6.1.0-56-amd64 -b /srv/root -F depends mlx4_ib\n  kmodkit modinfo --json /lib/modules/$(uname -r)/kernel/drivers/net/ethernet/mellanox/mlx4/mlx4_en.ko"
+2 usage error; `abi check` and `initrd diff` say more in their own help.\n\n\
+Examples:\n  \
+kmodkit abi check --kernel 6.1.0-56-amd64 /lib/modules/6.1.0-54-amd64/updates\n  \
+kmodkit weak-modules --add-kernel 6.1.0-56-amd64 --dry-run\n  \
+kmodkit initrd add-drivers /boot/initrd.img-$(uname -r) \\\n    \
+mlx4_en mlx4_ib ib_ipoib --net dhcp\n  \
+kmodkit modinfo -k 6.1.0-56-amd64 -F depends mlx4_ib"
 )]
 pub struct Cli {
     #[command(subcommand)]

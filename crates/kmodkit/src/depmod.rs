@@ -20,7 +20,7 @@ without reading its modules again. All files are replaced as one set: an interru
 leaves the previous set or the new one, never a mix.\n\n\
 Arguments: [KVER] [MODULE FILES...]. Without module files every module of \
 BASEDIR/lib/modules/KVER is indexed (as -a).",
-    after_help = "Examples:\n  kmodkit depmod -a 6.1.0-56-amd64\n  kmodkit depmod -b /srv/node-root -a 6.12.117+deb12-amd64 --cache\n  kmodkit depmod -n -e -E /usr/src/linux-headers-$(uname -r)/Module.symvers -a $(uname -r) 2>warnings.txt"
+    after_help = "Examples:\n  kmodkit depmod -a 6.1.0-56-amd64\n  kmodkit depmod -b /srv/node-root -a 6.12.117+deb12-amd64 --cache\n  kmodkit depmod -n -e -a $(uname -r) \\\n    -E /usr/src/linux-headers-$(uname -r)/Module.symvers 2>warnings.txt"
 )]
 pub struct DepmodArgs {
     /// Probe all modules (the default without module files)

@@ -32,7 +32,7 @@ pub enum InitrdCommand {
     Examine(ExamineArgs),
     /// List the entries (names; -l like `cpio -tv`)
     #[command(
-        after_help = "Examples:\n  kmodkit initrd ls initrd.img\n  kmodkit initrd ls -l --segment 2 initrd.img 'usr/lib/modules/*/kernel/drivers/net/*'"
+        after_help = "Examples:\n  kmodkit initrd ls initrd.img\n  kmodkit initrd ls -l --segment 2 initrd.img \\\n    'usr/lib/modules/*/kernel/drivers/net/*'"
     )]
     Ls(LsArgs),
     /// Extract entries into a directory, never writing outside it
@@ -43,6 +43,11 @@ Examples:\n  kmodkit initrd extract initrd.img /tmp/root\n  kmodkit initrd extra
     )]
     Extract(ExtractArgs),
     /// Write one file's content to standard output
+    #[command(
+        after_help = "Exit status: 0 written, 1 no such file in the image (or an error), 2 usage error.\n\n\
+Examples:\n  kmodkit initrd cat initrd.img etc/cmdline.d/50-kmodkit-net.conf\n  \
+kmodkit initrd cat initrd.img usr/lib/modules/$(uname -r)/modules.dep"
+    )]
     Cat(CatArgs),
     /// Create an image from a directory or a gen_init_cpio manifest
     #[command(
@@ -61,9 +66,19 @@ kmodkit initrd create ./root --early ./ucode -o initrd.img\n  kmodkit initrd cre
     )]
     Create(CreateArgs),
     /// Recompress an image's compressed segments (each keeps its compression unless -c; early segments stay as they are)
+    #[command(
+        after_help = "The image is replaced atomically; the original is kept as IMAGE.bak (IMAGE.bak.N \
+when that exists) unless --no-backup or -o.\n\n\
+Examples:\n  kmodkit initrd repack /boot/initrd.img-$(uname -r)\n  \
+kmodkit initrd repack -c zstd --level 19 initrd.img -o initrd-small.img"
+    )]
     Repack(RepackArgs),
     /// Show what differs between two images once unpacked
-    #[command(after_help = "Exit status: 0 no differences, 1 differences found or an error.")]
+    #[command(
+        after_help = "Exit status: 0 no differences, 1 differences found, 2 error (as diff(1)).\n\n\
+Examples:\n  kmodkit initrd diff initrd.img.bak initrd.img\n  \
+kmodkit initrd diff --json old.img new.img | jq '.[].path'"
+    )]
     Diff(DiffArgs),
     /// Put NIC/InfiniBand drivers (with dependencies, firmware, options and network settings) into an existing image
     #[command(long_about = crate::add_drivers::LONG_ABOUT, after_help = crate::add_drivers::AFTER_HELP)]
@@ -82,6 +97,7 @@ pub struct ReadFlags {
 
 #[derive(Debug, Args)]
 pub struct ExamineArgs {
+    /// The initramfs image (any compression, several segments)
     pub image: PathBuf,
     /// Print JSON (an array, one object per segment)
     #[arg(long)]
@@ -92,6 +108,7 @@ pub struct ExamineArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// The initramfs image (any compression, several segments)
     pub image: PathBuf,
     /// Only entries matching one of these globs (`*` does not cross `/`;
     /// a leading `/` or `./` in names is ignored)
@@ -115,6 +132,7 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
+    /// The initramfs image (any compression, several segments)
     pub image: PathBuf,
     /// Target directory (created when missing)
     pub dir: PathBuf,
@@ -133,6 +151,7 @@ pub struct ExtractArgs {
 
 #[derive(Debug, Args)]
 pub struct CatArgs {
+    /// The initramfs image (any compression, several segments)
     pub image: PathBuf,
     /// The path inside the image (as `ls` prints it)
     pub path: String,
@@ -214,6 +233,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct RepackArgs {
+    /// The initramfs image (any compression, several segments)
     pub image: PathBuf,
     /// Output image (default: replace IMAGE, atomically, keeping the
     /// original as IMAGE.bak, or IMAGE.bak.N when that exists)
@@ -230,7 +250,9 @@ pub struct RepackArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
+    /// The first image (e.g. the backup)
     pub a: PathBuf,
+    /// The second image
     pub b: PathBuf,
     /// Count modification-time differences too
     #[arg(long)]

@@ -6,11 +6,13 @@ mod add_drivers;
 mod cli;
 mod depmod;
 mod initrd;
+mod man;
 mod modinfo;
 mod weak_modules;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command};
@@ -87,10 +89,12 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
             let cmd = Cli::command();
             match dir {
                 Some(dir) => {
-                    std::fs::create_dir_all(&dir)?;
-                    clap_mangen::generate_to(cmd, &dir)?;
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    man::generate_to(cmd, &dir)
+                        .with_context(|| format!("writing man pages into {}", dir.display()))?;
                 }
-                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+                None => man::render_top(cmd, &mut std::io::stdout().lock())?,
             }
             Ok(0)
         }

@@ -17,7 +17,7 @@ would use), it is linked as /lib/modules/K/weak-updates/<path>. The newest compa
 interdependent modules are accepted or refused together; K's module index is regenerated in-process and the \
 links and index change as one atomic step. The initramfs is rebuilt only when a changed module is in it.\n\n\
 Module lists (--add-modules, --remove-modules) are read from standard input, one path per line.",
-    after_help = "Examples:\n  echo /lib/modules/5.14.0-362.el9.x86_64/extra/mlnx-en/mlx4_core.ko | kmodkit weak-modules --add-modules\n  kmodkit weak-modules --add-kernel 5.14.0-427.el9.x86_64 --dry-run --verbose\n  kmodkit weak-modules --remove-kernel 5.14.0-362.el9.x86_64"
+    after_help = "Examples:\n  echo /lib/modules/5.14.0-362.el9.x86_64/extra/mlnx-en/mlx4_core.ko | \\\n    kmodkit weak-modules --add-modules\n  kmodkit weak-modules --add-kernel 5.14.0-427.el9.x86_64 --dry-run --verbose\n  kmodkit weak-modules --remove-kernel 5.14.0-362.el9.x86_64"
 )]
 pub struct WeakModulesArgs {
     /// Link compatible kernels to the modules listed on stdin
