@@ -97,7 +97,9 @@ fn dev_parts(rdev: u64) -> (u32, u32) {
     (rustix::fs::major(rdev), rustix::fs::minor(rdev))
 }
 
-/// Every file, directory, link and node under `dir` (not `dir` itself).
+/// `dir` itself as the `.` entry (its mode, owners and mtime, as
+/// `find . | cpio -o` gives the generators' images), then every file,
+/// directory, link and node under it.
 ///
 /// Each directory is read through its own descriptor and its entries are
 /// looked up relative to it (`fstatat`, `readlinkat`, `openat`): no path
@@ -113,7 +115,19 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<SourceEntry>, Error> {
     }
     let fd = rustix::fs::open(dir, DIR_FLAGS, rustix::fs::Mode::empty())
         .map_err(|e| input(dir, e.into()))?;
-    let mut out = Vec::new();
+    let mut out = vec![SourceEntry {
+        name: b".".to_vec(),
+        file_type: FileType::Directory,
+        perm: meta.permissions().mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: u64::try_from(meta.mtime()).unwrap_or(0),
+        rdev: (0, 0),
+        source: None,
+        size: 0,
+        link_target: Vec::new(),
+        inode_key: None,
+    }];
     let mut path = dir.to_path_buf();
     scan(fd, &mut path, &mut Vec::new(), &mut out)?;
     Ok(out)
@@ -331,6 +345,11 @@ pub fn plan(
             .filter(|c| !c.is_empty() && *c != b".")
             .collect();
         e.name = parts.join(&b'/');
+        if e.name.is_empty() && e.file_type == FileType::Directory {
+            // The root itself: the kernel applies its mode, owners and
+            // mtime to / (init/initramfs.c do_name on ".").
+            e.name = b".".to_vec();
+        }
         if e.name.is_empty() || e.name.len() + 1 > PATH_MAX as usize {
             return Err(invalid(format!(
                 "entry name '{}' is empty or longer than PATH_MAX",
@@ -351,9 +370,15 @@ pub fn plan(
             )));
         }
     }
+    // Keyed by name, "." as the empty key so that it comes first.
     let mut by_name: BTreeMap<Vec<u8>, SourceEntry> = BTreeMap::new();
     for e in entries {
-        if let Some(prev) = by_name.insert(e.name.clone(), e) {
+        let key = if e.name == b"." {
+            Vec::new()
+        } else {
+            e.name.clone()
+        };
+        if let Some(prev) = by_name.insert(key, e) {
             return Err(invalid(format!(
                 "'{}' is listed twice",
                 String::from_utf8_lossy(&prev.name)

@@ -73,6 +73,18 @@ pub struct ImageFacts {
     pub kernel_releases: Vec<String>,
     /// Where the module files were written (`ROOT/lib/modules/KVER/...`).
     pub module_root: PathBuf,
+    /// The image's `.` entry (the root directory's mode, owners, mtime),
+    /// the last one if several segments have one.
+    pub root_dir: Option<RootDir>,
+}
+
+/// The `.` entry of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootDir {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u32,
 }
 
 /// Normalises a cpio name the way the kernel resolves it from `/`.
@@ -112,6 +124,14 @@ impl Visitor for Collector<'_> {
     fn entry(&mut self, entry: &Entry<'_>) -> Result<bool, ImageError> {
         let name = normalise(entry.name);
         if name.is_empty() || name == "." {
+            if entry.file_type() == FileType::Directory {
+                self.facts.root_dir = Some(RootDir {
+                    mode: entry.header.mode & 0o7777,
+                    uid: entry.header.uid,
+                    gid: entry.header.gid,
+                    mtime: entry.header.mtime,
+                });
+            }
             return Ok(false);
         }
         let node = match entry.file_type() {
@@ -220,6 +240,7 @@ impl ImageFacts {
             files: BTreeMap::new(),
             kernel_releases: Vec::new(),
             module_root: scratch.to_path_buf(),
+            root_dir: None,
         };
         let opts = ReadOptions {
             max_output,

@@ -143,6 +143,13 @@ pub fn write(
             let entries = addition_entries(plan, opts.mtime)?;
             let mut planned = create::plan(entries, &create_opts)?;
             drop_existing_dirs(plan, &mut planned);
+            // Directories the planner adds for missing parents carry the
+            // run's time (SOURCE_DATE_EPOCH or now), like the files.
+            for e in &mut planned {
+                if e.header.file_type() == FileType::Directory {
+                    e.header.mtime = u32::try_from(opts.mtime).unwrap_or(u32::MAX);
+                }
+            }
             let last_lz4 =
                 plan.facts.segments.last().map(|s| s.compression) == Some(Compression::Lz4);
             create::write_atomically(&target, backup, Some(original_mode), |out| {
@@ -201,7 +208,19 @@ pub fn write(
                 fs::set_permissions(&dst, fs::Permissions::from_mode(a.mode))
                     .map_err(io_err(&dst))?;
             }
-            let entries = create::scan_dir(&tree)?;
+            let mut entries = create::scan_dir(&tree)?;
+            // The scratch tree's own root is no part of the image: the
+            // image's `.` entry is kept as it was (or none, if it had none).
+            entries.retain(|e| e.name != b"." || plan.facts.root_dir.is_some());
+            if let (Some(dot), Some(root)) = (
+                entries.iter_mut().find(|e| e.name == b"."),
+                plan.facts.root_dir,
+            ) {
+                dot.perm = root.mode;
+                dot.uid = root.uid;
+                dot.gid = root.gid;
+                dot.mtime = u64::from(root.mtime);
+            }
             let keep_owners = CreateOptions {
                 keep_owners: true,
                 ..create_opts

@@ -992,3 +992,72 @@ fn order_equals_modprobe_show_depends_including_softdeps() {
         assert_eq!(plan_modules(&report), dedup, "{name}");
     }
 }
+
+/// The `.` entries of an image, in order: (mode, uid, gid, mtime).
+fn root_entries(image: &Path) -> Vec<(u64, u64, u64, u64)> {
+    let list: serde_json::Value =
+        serde_json::from_slice(&run(kmodkit().args(["initrd", "ls", "--json"]).arg(image)))
+            .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == ".")
+        .map(|e| {
+            let n = |k: &str| e[k].as_u64().unwrap();
+            (n("mode"), n("uid"), n("gid"), n("mtime"))
+        })
+        .collect()
+}
+
+/// --rebuild keeps the image's own `.` entry (the kernel applies it to /);
+/// directories --append adds (the InfiniBand tree, which the image lacks)
+/// carry SOURCE_DATE_EPOCH, not 0.
+#[test]
+fn rebuild_keeps_the_root_entry_and_append_dates_its_directories() {
+    let img = image("initramfs-tools", "gzip");
+    let original = root_entries(&img.path);
+    assert!(!original.is_empty(), "mkinitramfs writes a . entry");
+    let scratch = Scratch::new("dot");
+    let path = copy_image(&img, &scratch);
+    run(kmodkit()
+        .args([
+            "initrd",
+            "add-drivers",
+            "--rebuild",
+            "--no-backup",
+            "--root",
+        ])
+        .arg(fixture_root())
+        .arg(&path)
+        .arg("mlx4_en"));
+    assert_eq!(root_entries(&path), vec![*original.last().unwrap()]);
+
+    let path = copy_image(&img, &scratch);
+    let epoch = 1_234_567_890u64;
+    run(kmodkit()
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .args(["initrd", "add-drivers", "--no-backup", "--root"])
+        .arg(fixture_root())
+        .arg(&path)
+        .arg("rdma_rxe"));
+    let list: serde_json::Value =
+        serde_json::from_slice(&run(kmodkit().args(["initrd", "ls", "--json"]).arg(&path)))
+            .unwrap();
+    let last_segment = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["segment"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let dirs: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["segment"].as_u64() == Some(last_segment) && e["type"] == "directory")
+        .collect();
+    assert!(!dirs.is_empty(), "the appended segment adds directories");
+    for d in dirs {
+        assert_eq!(d["mtime"].as_u64(), Some(epoch), "{d}");
+    }
+}
