@@ -60,7 +60,9 @@ pub enum Reason {
     /// "disagrees about version of symbol X"
     Crc {
         symbol: String,
+        #[serde(serialize_with = "kmodkit_module::crc_hex::serialize")]
         expected: u64,
+        #[serde(serialize_with = "kmodkit_module::crc_hex::serialize")]
         found: u32,
         provider: String,
     },
