@@ -62,7 +62,9 @@ kmodkit initrd create ./root --early ./ucode -o initrd.img\n  kmodkit initrd cre
     /// Recompress an image's compressed segments (early segments stay as they are)
     Repack(RepackArgs),
     /// Show what differs between two images once unpacked
-    #[command(after_help = "Exit status: 0 no differences, 1 differences found or an error.")]
+    #[command(
+        after_help = "Exit status: 0 no differences, 1 differences found, 2 error (as diff(1))."
+    )]
     Diff(DiffArgs),
     /// Put NIC/InfiniBand drivers (with dependencies, firmware, options and network settings) into an existing image
     #[command(long_about = crate::add_drivers::LONG_ABOUT, after_help = crate::add_drivers::AFTER_HELP)]
@@ -352,6 +354,14 @@ impl Selection {
         }
     }
 }
+
+/// `initrd diff` exits as diff(1): 0 same, 1 different, 2 trouble; main
+/// maps its errors to [`DIFF_TROUBLE`].
+pub fn is_diff(args: &InitrdArgs) -> bool {
+    matches!(args.command, InitrdCommand::Diff(_))
+}
+
+pub const DIFF_TROUBLE: u8 = 2;
 
 pub fn run(args: &InitrdArgs) -> anyhow::Result<bool> {
     match &args.command {
