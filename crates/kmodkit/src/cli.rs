@@ -109,3 +109,15 @@ pub struct ModinfoArgs {
     #[arg(required = true, value_name = "MODULE")]
     pub modules: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks flag names and aliases (e.g. `--root` next to kmod's
+    /// `-b/--basedir`) only in debug builds; check them in every build.
+    #[test]
+    fn flags_and_aliases_do_not_clash() {
+        super::Cli::command().debug_assert();
+    }
+}
