@@ -60,7 +60,9 @@ pub enum Reason {
     /// "disagrees about version of symbol X"
     Crc {
         symbol: String,
+        #[serde(serialize_with = "kmodkit_module::crc_hex::serialize")]
         expected: u64,
+        #[serde(serialize_with = "kmodkit_module::crc_hex::serialize")]
         found: u32,
         provider: String,
     },
@@ -174,11 +176,24 @@ struct Candidate {
     module: Result<Module, String>,
 }
 
+/// A module file or directory of the set that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}", path.display())]
+pub struct CollectError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Collects module files from files and directories (recursively).
-pub fn collect_modules(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+pub fn collect_modules(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CollectError> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CollectError> {
         // d_type from readdir; only symlinks need a stat.
-        let mut entries: Vec<(PathBuf, bool)> = std::fs::read_dir(dir)?
+        let mut entries: Vec<(PathBuf, bool)> = std::fs::read_dir(dir)
+            .map_err(|source| CollectError {
+                path: dir.to_path_buf(),
+                source,
+            })?
             .flatten()
             .map(|e| {
                 let p = e.path();
@@ -202,7 +217,11 @@ pub fn collect_modules(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     }
     let mut out = Vec::new();
     for p in inputs {
-        if std::fs::metadata(p)?.is_dir() {
+        let meta = std::fs::metadata(p).map_err(|source| CollectError {
+            path: p.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
             walk(p, &mut out)?;
         } else {
             out.push(p.clone());

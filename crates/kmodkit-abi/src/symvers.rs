@@ -26,10 +26,12 @@ pub struct SymbolTable {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymversError {
-    #[error("{}: {source}", path.display())]
+    // The OS error is in the message and not a source(): shown with
+    // anyhow's `{:#}` a source would say it twice.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}:{line}: malformed row (expected 0xCRC, symbol, module, export type)", path.display())]
     Malformed { path: PathBuf, line: usize },
@@ -40,7 +42,7 @@ impl SymbolTable {
         let bytes = kmodkit_module::compression::read_maybe_compressed(path).map_err(|source| {
             SymversError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             }
         })?;
         let text = String::from_utf8_lossy(&bytes);

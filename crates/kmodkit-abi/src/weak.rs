@@ -45,10 +45,11 @@ const COMMITTED: &str = "COMMITTED";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeakError {
-    #[error("{}: {source}", path.display())]
+    // The OS error is in the message, not a source() (no doubled chain).
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Target(#[from] crate::TargetError),
@@ -57,9 +58,9 @@ pub enum WeakError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WeakError + '_ {
-    move |source| WeakError::Io {
+    move |cause| WeakError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

@@ -78,10 +78,11 @@ pub struct DepmodConfig {
 /// A configuration problem that stops the run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read configuration: {source}", path.display())]
+    // The OS error is in the message, not a source() (no doubled chain).
+    #[error("{}: cannot read configuration: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -115,9 +116,9 @@ impl DepmodConfig {
                 insert_sorted(&mut files, name, dir.clone());
                 continue;
             }
-            let rd = std::fs::read_dir(dir).map_err(|source| ConfigError::Io {
+            let rd = std::fs::read_dir(dir).map_err(|cause| ConfigError::Io {
                 path: dir.clone(),
-                source,
+                cause,
             })?;
             for entry in rd.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();

@@ -31,15 +31,18 @@ pub enum DepmodError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
+    // Here the OS error is in the message instead, and not a source().
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    // The module error is in the message, not a source() (it would be
+    // printed twice in the chain).
     #[error("{0} (fix or remove the module; the index was not changed)")]
-    Module(#[from] kmodkit_module::Error),
+    Module(kmodkit_module::Error),
     #[error("{}: not an absolute path", .0.display())]
     NotAbsolute(PathBuf),
     #[error("{}: a module named {name} was already given", path.display())]

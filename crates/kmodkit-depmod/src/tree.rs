@@ -286,9 +286,9 @@ impl TreeScan {
                 .found
                 .par_iter()
                 .map(|f| {
-                    CacheKey::of(Path::new(f.read_path())).map_err(|source| DepmodError::Io {
+                    CacheKey::of(Path::new(f.read_path())).map_err(|cause| DepmodError::Io {
                         path: PathBuf::from(&f.path),
-                        source,
+                        cause,
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -844,7 +844,7 @@ fn read_text(path: &Path) -> Result<String, DepmodError> {
     let bytes = kmodkit_module::compression::read_maybe_compressed(path).map_err(|source| {
         DepmodError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -894,9 +894,9 @@ impl<'a> Scanner<'a> {
     fn scan(mut self, diags: &mut Vec<Diagnostic>) -> Result<Vec<Found>, DepmodError> {
         let dir = self.dir.to_string();
         self.walk(&dir, &dir, diags)
-            .map_err(|source| DepmodError::Io {
+            .map_err(|cause| DepmodError::Io {
                 path: PathBuf::from(&dir),
-                source,
+                cause,
             })?;
         // A staged subdirectory that does not exist yet in the tree is
         // walked after the rest (where a newly created entry would appear).
@@ -1123,9 +1123,9 @@ fn explicit_modules(dir: &str, paths: &[PathBuf]) -> Result<Vec<Found>, DepmodEr
         if !path.starts_with('/') {
             return Err(DepmodError::NotAbsolute(p.clone()));
         }
-        std::fs::metadata(&path).map_err(|source| DepmodError::Io {
+        std::fs::metadata(&path).map_err(|cause| DepmodError::Io {
             path: p.clone(),
-            source,
+            cause,
         })?;
         let file_name = path.rsplit('/').next().unwrap_or("");
         let name = modname_of(file_name);

@@ -27,9 +27,9 @@ pub const STAGING_DIR: &str = ".kmodkit-depmod.staging";
 const COMMIT_MARKER: &str = "COMMITTED";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DepmodError + '_ {
-    move |source| DepmodError::Io {
+    move |cause| DepmodError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

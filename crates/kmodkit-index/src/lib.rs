@@ -36,10 +36,11 @@ const NODE_MASK: u32 = 0x0FFF_FFFF;
 /// An index file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("{}: cannot read: {source}", path.display())]
+    // The OS error is in the message, not a source() (no doubled chain).
+    #[error("{}: cannot read: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}: not a kmod index (magic {found:#010x}, expected {MAGIC:#010x})", path.display())]
     BadMagic { path: PathBuf, found: u32 },
@@ -94,9 +95,9 @@ impl Index {
             Ok(data) if data.is_empty() => Ok(None),
             Ok(data) => Index::from_bytes(path, data).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(IndexError::Io {
+            Err(cause) => Err(IndexError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             }),
         }
     }

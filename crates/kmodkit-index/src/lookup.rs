@@ -31,10 +31,11 @@ pub enum LookupError {
     InvalidAlias(String),
     #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("{}: cannot read: {source}", path.display())]
+    // The OS error is in the message, not a source() (no doubled chain).
+    #[error("{}: cannot read: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -214,7 +215,7 @@ impl ModuleDirectory {
         let data = match std::fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(LookupError::Io { path, source }),
+            Err(cause) => return Err(LookupError::Io { path, cause }),
         };
         let mut strings = data.split(|&b| b == 0).filter(|s| !s.is_empty()).peekable();
         let prefix_of = |s: &[u8]| s.iter().position(|&b| b == b'.').map(|n| s[..n].to_vec());

@@ -198,12 +198,33 @@ impl ModinfoEntry {
     }
 }
 
+/// CRCs in JSON as the strings `Module.symvers` and the text output
+/// carry (`0x%08x`, `scripts/mod/modpost.c` `write_dump`), not integers.
+pub mod crc_hex {
+    use serde::Serializer;
+
+    pub fn serialize<T: Copy + Into<u64>, S: Serializer>(crc: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:#010x}", (*crc).into()))
+    }
+
+    pub fn option<T: Copy + Into<u64>, S: Serializer>(
+        crc: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match crc {
+            Some(c) => serialize(c, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// A symbol version: an imported symbol and the CRC the module expects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SymbolVersion {
     pub name: String,
     /// The CRC value; `unsigned long` on disk, only the low 32 bits are
     /// meaningful on current kernels.
+    #[serde(serialize_with = "crc_hex::serialize")]
     pub crc: u64,
 }
 
@@ -212,6 +233,7 @@ pub struct SymbolVersion {
 pub struct ExportedSymbol {
     pub name: String,
     /// The modversions CRC, when the kernel was built with modversions.
+    #[serde(serialize_with = "crc_hex::option")]
     pub crc: Option<u32>,
     /// Exported with `EXPORT_SYMBOL_GPL` (in `__ksymtab_gpl`).
     pub gpl_only: bool,
@@ -233,6 +255,7 @@ pub struct UndefinedSymbol {
 pub struct DependencySymbol {
     pub name: String,
     /// The CRC from `__versions`, 0 when the module has no entry for it.
+    #[serde(serialize_with = "crc_hex::serialize")]
     pub crc: u64,
     pub weak: bool,
 }

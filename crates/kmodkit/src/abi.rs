@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use kmodkit_abi::{check, collect_modules, Target};
+use kmodkit_abi::{check, collect_modules, Reason, Target};
+use kmodkit_depmod::config::root_config_dirs;
 
 #[derive(Debug, Subcommand)]
 pub enum AbiCommand {
@@ -29,8 +30,14 @@ pub struct AbiCheckArgs {
     /// Target kernel release
     #[arg(short = 'k', long = "kernel", value_name = "KVER")]
     pub kernel: String,
-    /// Root directory the target kernel lives under
-    #[arg(long, value_name = "DIR", default_value = "/")]
+    /// Root directory the target kernel lives under; its own depmod.d decides priorities
+    #[arg(
+        long,
+        visible_short_alias = 'b',
+        visible_alias = "basedir",
+        value_name = "DIR",
+        default_value = "/"
+    )]
     pub root: PathBuf,
     /// Module.symvers / symvers.gz of the target (instead of searching)
     #[arg(long, value_name = "FILE")]
@@ -54,7 +61,10 @@ pub struct AbiCheckArgs {
 pub fn run(cmd: &AbiCommand) -> Result<u8> {
     let AbiCommand::Check(args) = cmd;
     let t = std::time::Instant::now();
-    let files = collect_modules(&args.modules).context("cannot list the modules to check")?;
+    if let Some(msg) = kmodkit_depmod::installed::not_installed(&args.root, &args.kernel) {
+        anyhow::bail!("{msg}");
+    }
+    let files = collect_modules(&args.modules)?;
     kmodkit_depmod::tree::profile("collect", t);
     if files.is_empty() {
         anyhow::bail!(
@@ -63,7 +73,15 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
         );
     }
     let t = std::time::Instant::now();
-    let target = Target::load(&args.root, &args.kernel, args.symvers.as_deref())?;
+    // Under --root the target system's own depmod.d decides which module
+    // modprobe would load, as weak-modules decides (kmodkit_abi::weak).
+    let config_dirs = root_config_dirs(&args.root);
+    let target = Target::load_with_config(
+        &args.root,
+        &args.kernel,
+        args.symvers.as_deref(),
+        &config_dirs,
+    )?;
     kmodkit_depmod::tree::profile("target", t);
     let t = std::time::Instant::now();
     let verdicts = if args.independent {
@@ -75,6 +93,23 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
         check(&target, &files, &args.placement)
     };
     kmodkit_depmod::tree::profile("check", t);
+    // A file that is no module cannot be judged: an error naming it, not a
+    // verdict (kmod's modprobe fails the same way before the loader runs).
+    let unreadable: Vec<String> = verdicts
+        .iter()
+        .flat_map(|v| v.reasons.iter())
+        .filter_map(|r| match r {
+            Reason::Unreadable { error } => Some(error.clone()),
+            _ => None,
+        })
+        .collect();
+    if !unreadable.is_empty() {
+        anyhow::bail!(
+            "not a module abi check can read (nothing was checked): {}",
+            unreadable.join("; ")
+        );
+    }
+    let config = config_description(&args.root, &target);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {
@@ -83,6 +118,7 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
             "symvers": target.symbols.source,
             "vermagic": target.vermagic,
             "struct_module_size": target.struct_module_size,
+            "depmod_config": config,
             "modules": verdicts,
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -112,7 +148,7 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
         let bad = verdicts.iter().filter(|v| !v.compatible).count();
         writeln!(
             out,
-            "{} of {} modules compatible with {} (symbol versions from {})",
+            "{} of {} modules compatible with {} (symbol versions from {}; depmod configuration: {config})",
             verdicts.len() - bad,
             verdicts.len(),
             target.release,
@@ -125,4 +161,26 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
     } else {
         1
     })
+}
+
+/// Which depmod.d files decided the priorities, as weak-modules says it.
+fn config_description(root: &std::path::Path, target: &Target) -> String {
+    let files: Vec<String> = target
+        .scan
+        .config
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    if !files.is_empty() {
+        return files.join(", ");
+    }
+    if root == std::path::Path::new("/") {
+        "none in /etc/depmod.d, /run/depmod.d, /usr/local/lib/depmod.d, /lib/depmod.d, kmod's default search order".to_string()
+    } else {
+        format!(
+            "none in {}/{{etc,run,usr/local/lib,lib}}/depmod.d, kmod's default search order",
+            root.display()
+        )
+    }
 }

@@ -101,10 +101,20 @@ pub struct ModinfoArgs {
     #[arg(short = 'F', long = "field", value_name = "FIELD")]
     pub field: Option<String>,
     /// Use VERSION instead of `uname -r`
-    #[arg(short = 'k', long = "set-version", value_name = "VERSION")]
+    #[arg(
+        short = 'k',
+        long = "set-version",
+        visible_alias = "kernel",
+        value_name = "VERSION"
+    )]
     pub set_version: Option<String>,
     /// Use DIR as filesystem root for /lib/modules
-    #[arg(short = 'b', long = "basedir", value_name = "DIR")]
+    #[arg(
+        short = 'b',
+        long = "basedir",
+        visible_alias = "root",
+        value_name = "DIR"
+    )]
     pub basedir: Option<String>,
     /// Print everything kmodkit reads as JSON (an array, one object per module)
     #[arg(long, conflicts_with_all = ["field", "null", "author", "description", "license", "parameters", "filename"])]
@@ -112,4 +122,16 @@ pub struct ModinfoArgs {
     /// Module files, names or aliases
     #[arg(required = true, value_name = "MODULE")]
     pub modules: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks flag names and aliases (e.g. `--root` next to kmod's
+    /// `-b/--basedir`) only in debug builds; check them in every build.
+    #[test]
+    fn flags_and_aliases_do_not_clash() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -30,7 +30,12 @@ pub struct DepmodArgs {
     #[arg(short = 'A', long = "quick")]
     pub quick: bool,
     /// Use an image of a module tree rooted at DIR
-    #[arg(short = 'b', long = "basedir", value_name = "DIR")]
+    #[arg(
+        short = 'b',
+        long = "basedir",
+        visible_alias = "root",
+        value_name = "DIR"
+    )]
     pub basedir: Option<String>,
     /// Read configuration from PATH (repeatable; replaces the default depmod.d directories)
     #[arg(short = 'C', long = "config", value_name = "PATH")]
@@ -62,8 +67,8 @@ pub struct DepmodArgs {
     /// Deprecated (ignored)
     #[arg(short = 'q', long = "quiet", hide = true)]
     pub quiet: bool,
-    /// Deprecated (ignored)
-    #[arg(short = 'r', long = "root", hide = true)]
+    /// Deprecated (ignored); `--root DIR` is --basedir as in every kmodkit command
+    #[arg(short = 'r', hide = true)]
     pub root: bool,
     /// Deprecated (ignored)
     #[arg(short = 'm', long = "map", hide = true)]
@@ -164,6 +169,12 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
 
     let dir = opts.module_dir();
     let dir_path = Path::new(&dir);
+    if !dir_path.is_dir() {
+        let root = opts.basedir.clone().unwrap_or_else(|| "/".to_string());
+        if let Some(msg) = kmodkit_depmod::installed::not_installed(Path::new(&root), &kver) {
+            bail!("{msg}");
+        }
+    }
     if args.quick && !args.show && kmodkit_depmod::index_up_to_date(dir_path) {
         return Ok(true);
     }

@@ -381,6 +381,14 @@ impl Selection {
     }
 }
 
+/// `initrd diff` exits as diff(1): 0 same, 1 different, 2 trouble; main
+/// maps its errors to [`DIFF_TROUBLE`].
+pub fn is_diff(args: &InitrdArgs) -> bool {
+    matches!(args.command, InitrdCommand::Diff(_))
+}
+
+pub const DIFF_TROUBLE: u8 = 2;
+
 pub fn run(args: &InitrdArgs) -> anyhow::Result<bool> {
     match &args.command {
         InitrdCommand::Examine(a) => examine(a),

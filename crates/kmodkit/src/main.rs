@@ -84,7 +84,13 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         }
         Command::Depmod(args) => depmod::run(&args).map(status),
         Command::WeakModules(args) => weak_modules::run(&args).map(status),
-        Command::Initrd(args) => initrd::run(&args).map(status),
+        Command::Initrd(args) => match initrd::run(&args) {
+            Err(e) if initrd::is_diff(&args) => {
+                report_error(&e, wants_json(matches));
+                Ok(initrd::DIFF_TROUBLE)
+            }
+            r => r.map(status),
+        },
         Command::Man { dir } => {
             let cmd = Cli::command();
             match dir {

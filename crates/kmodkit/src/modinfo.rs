@@ -29,6 +29,29 @@ pub struct Options {
 
 pub fn run(args: &ModinfoArgs, field: Option<String>) -> Result<bool> {
     let dir = module_directory(args.basedir.as_deref(), args.set_version.as_deref())?;
+    // A name needs the kernel's module directory; files do not (kmod reads
+    // them without one). Say which kernels are there instead of "not found".
+    // Only for a kernel named by -k/-b: for the running kernel kmod's own
+    // "Module X not found." stays.
+    let named = args.set_version.is_some() || args.basedir.is_some();
+    let needs_index = args.modname
+        || args
+            .modules
+            .iter()
+            .any(|m| !m.contains('/') && !is_module_filename(m));
+    if named && needs_index && !Path::new(dir.dir()).is_dir() {
+        let root = args
+            .basedir
+            .as_deref()
+            .map_or("/".to_string(), make_absolute);
+        let release = match args.set_version.as_deref() {
+            Some(k) => k.to_string(),
+            None => kernel_release()?,
+        };
+        if let Some(msg) = kmodkit_depmod::installed::not_installed(Path::new(&root), &release) {
+            anyhow::bail!("{msg}");
+        }
+    }
     let opts = Options {
         field,
         separator: if args.null { 0 } else { b'\n' },

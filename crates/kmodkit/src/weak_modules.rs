@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use kmodkit_abi::weak::{self, Plan};
+use kmodkit_inject::generator::Generator;
+use kmodkit_inject::image::ImageFacts;
 
 #[derive(Debug, Args)]
 #[command(
@@ -42,7 +44,7 @@ pub struct WeakModulesArgs {
     #[arg(long)]
     pub no_initramfs: bool,
     /// Root of the system to work on
-    #[arg(long, value_name = "DIR", default_value = "/")]
+    #[arg(long, visible_alias = "root", value_name = "DIR", default_value = "/")]
     pub basedir: PathBuf,
     /// Write ROOT/etc/depmod.d/kmodkit-weak-updates.conf (search updates weak-updates built-in), so
     /// depmod prefers the weak-updates links over in-tree modules of the same name, and regenerate the
@@ -144,6 +146,9 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         } else {
             k.clone()
         };
+        if let Some(msg) = kmodkit_depmod::installed::not_installed(root, &k) {
+            anyhow::bail!("{msg}");
+        }
         if args.dry_run {
             let links = weak::current_links(root, &root.join("lib/modules").join(&k));
             println!("would remove {} weak-updates links of {k}", links.len());
@@ -160,6 +165,9 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         } else {
             k.clone()
         };
+        if let Some(msg) = kmodkit_depmod::installed::not_installed(root, &k) {
+            anyhow::bail!("{msg}");
+        }
         (vec![k], BTreeSet::new())
     } else if args.write_depmod_conf {
         let any = weak::installed_kernels(root)
@@ -208,6 +216,13 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         }
         let plan = match weak::plan(root, k, &builds) {
             Ok(p) => p,
+            // The kernel asked for by --add-kernel cannot be skipped: its
+            // modules would silently not load.
+            Err(kmodkit_abi::weak::WeakError::Target(e)) if args.add_kernel.is_some() => {
+                eprintln!("weak-modules: {k}: {:#}", anyhow::Error::from(e));
+                ok = false;
+                continue;
+            }
             Err(kmodkit_abi::weak::WeakError::Target(e)) => {
                 eprintln!("weak-modules: skipping {k}: {:#}", anyhow::Error::from(e));
                 continue;
@@ -404,31 +419,23 @@ fn report(root: &Path, plan: &Plan, args: &WeakModulesArgs) -> Result<()> {
     Ok(())
 }
 
-/// Module names inside an initramfs image.
-fn image_modules(image: &Path) -> Result<BTreeSet<String>> {
-    use kmodkit_initramfs::read::{read_image, Entry, Image, NoProgress, ReadOptions, Visitor};
-    struct Names(BTreeSet<String>);
-    impl Visitor for Names {
-        fn entry(&mut self, e: &Entry<'_>) -> Result<bool, kmodkit_initramfs::Error> {
-            let name = e.name_lossy();
-            let base = name.rsplit('/').next().unwrap_or(&name);
-            if [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+/// Module names inside an initramfs image (from its paths).
+fn image_modules(facts: &ImageFacts) -> BTreeSet<String> {
+    facts
+        .nodes
+        .keys()
+        .filter_map(|name| {
+            let base = name.rsplit('/').next().unwrap_or(name);
+            [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
                 .iter()
                 .any(|x| base.ends_with(x))
-            {
-                self.0
-                    .insert(base.split('.').next().unwrap_or(base).replace('-', "_"));
-            }
-            Ok(false)
-        }
-    }
-    let img = Image::open(image)?;
-    let mut names = Names(BTreeSet::new());
-    read_image(&img, &ReadOptions::default(), &NoProgress, &mut names)?;
-    Ok(names.0)
+                .then(|| base.split('.').next().unwrap_or(base).replace('-', "_"))
+        })
+        .collect()
 }
 
-/// Rebuilds K's initramfs when a changed module is in it.
+/// Rebuilds K's initramfs when a changed module is in it, with the tool
+/// that made the image (initramfs-tools' `update-initramfs` or dracut).
 fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()> {
     let candidates = [
         format!("boot/initramfs-{kernel}.img"),
@@ -442,7 +449,15 @@ fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()
     else {
         return Ok(());
     };
-    let inside = image_modules(&image).with_context(|| format!("reading {}", image.display()))?;
+    let scratch = kmodkit_inject::plan::scratch_dir("kmodkit-modules.")?;
+    let facts = ImageFacts::read(
+        &image,
+        scratch.path(),
+        kmodkit_initramfs::read::DEFAULT_MAX_OUTPUT,
+        &kmodkit_initramfs::read::NoProgress,
+    )
+    .with_context(|| format!("reading {}", image.display()))?;
+    let inside = image_modules(&facts);
     let changed: Vec<String> = plan
         .changed_modules()
         .intersection(&inside)
@@ -451,27 +466,40 @@ fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()
     if changed.is_empty() {
         return Ok(());
     }
-    let dracut = which("dracut");
+    let generator = Generator::detect(&facts);
+    let Some(cmd) = generator.rebuild_command(kernel) else {
+        println!(
+            "rebuild {} by the means that made it (a {} image; kmodkit knows no command for it): it holds changed module(s) {}",
+            image.display(),
+            generator.name(),
+            changed.join(", ")
+        );
+        return Ok(());
+    };
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let tool = words[0];
+    let installed = which(tool);
     let live = root == Path::new("/");
-    let cmd = format!("dracut -f {} {kernel}", image.display());
-    if dry_run || !live || dracut.is_none() {
+    if dry_run || !live || installed.is_none() {
         let why = if dry_run {
-            "dry run"
+            "dry run".to_string()
         } else if !live {
-            "not the running system's root"
+            "not the running system's root".to_string()
         } else {
-            "dracut is not installed"
+            format!("{tool} is not installed")
         };
         println!(
-            "would run: {cmd} (the image holds changed module(s) {}; {why})",
+            "would run: {cmd} (the {} image {} holds changed module(s) {}; {why})",
+            generator.name(),
+            image.display(),
             changed.join(", ")
         );
         return Ok(());
     }
-    let status = std::process::Command::new("dracut")
-        .args(["-f", &image.display().to_string(), kernel])
+    let status = std::process::Command::new(tool)
+        .args(&words[1..])
         .status()
-        .context("running dracut")?;
+        .with_context(|| format!("running {cmd}"))?;
     anyhow::ensure!(status.success(), "{cmd} failed: {status}");
     Ok(())
 }

@@ -409,58 +409,109 @@ fn kernel_install_hooks_work_on_a_fake_root() {
     assert_eq!(links(root, &same).len(), MLX.len() + 1);
 }
 
+/// The first image of `scripts/initrd-fixtures` made by `generator`.
+fn real_image(generator: &str) -> PathBuf {
+    let dir = kmodkit_fixtures::cache_dir().join("initrd");
+    let list = std::fs::read_to_string(dir.join("images.list"))
+        .expect("real initramfs fixtures missing; run scripts/initrd-fixtures");
+    list.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() == 4 && f[3] == generator)
+        .map(|f| dir.join(f[0]))
+        .unwrap_or_else(|| panic!("no {generator} image in images.list"))
+}
+
 /// The initramfs is rebuilt only when a module whose link changed is inside
-/// it; off the live root (or without dracut) kmodkit says what would run.
+/// it, by the image's own generator (the command its manual gives:
+/// update-initramfs(8) for initramfs-tools, dracut(8) for dracut); off the
+/// live root kmodkit says what would run. A real image with one module file
+/// appended as a second segment, as add-drivers appends.
 #[test]
 fn initramfs_rebuilt_only_when_a_changed_module_is_inside() {
     let fx = Fixtures::load();
     let (base, same, _) = pick(&fx);
-    for (inside, expect_rebuild) in [
-        ("lib/modules/K/weak-updates/mlnx/kmk_vendor_dummy.ko", true),
-        ("lib/modules/K/kernel/drivers/net/veth.ko", false),
-    ] {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        fake_root(&fx, &[&base, &same], &base, &root);
-        // An image holding one module file (its content does not matter).
-        let tree = tmp.path().join("image-tree");
-        let file = tree.join(inside.replace('K', &same.release));
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, b"module").unwrap();
-        std::fs::create_dir_all(root.join("boot")).unwrap();
-        let image = root
-            .join("boot")
-            .join(format!("initrd.img-{}", same.release));
-        let c = kmodkit()
-            .args(["initrd", "create", "-o"])
-            .arg(&image)
-            .arg(&tree)
-            .output()
-            .unwrap();
-        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
-        let r = weak(&root, &["--add-kernel", &same.release], "", None);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        let said = String::from_utf8_lossy(&r.stdout);
-        assert_eq!(
-            said.contains(&format!(
-                "would run: dracut -f {} {}",
-                image.display(),
-                same.release
-            )),
-            expect_rebuild,
-            "image holding {inside}: {said}"
-        );
-        // --no-initramfs never considers it.
-        assert!(weak(&root, &["--remove-kernel", &same.release], "", None)
-            .status
-            .success());
-        let r = weak(
-            &root,
-            &["--add-kernel", &same.release, "--no-initramfs"],
-            "",
-            None,
-        );
-        assert!(!String::from_utf8_lossy(&r.stdout).contains("would run"));
+    let generators: [(Option<PathBuf>, Option<String>); 3] = [
+        (
+            Some(real_image("initramfs-tools")),
+            Some(format!("update-initramfs -u -k {}", same.release)),
+        ),
+        (
+            Some(real_image("dracut")),
+            Some(format!("dracut -f --kver {}", same.release)),
+        ),
+        // kmodkit's own image: no generator to name.
+        (None, None),
+    ];
+    for (real, command) in &generators {
+        for (inside, changed) in [
+            ("lib/modules/K/weak-updates/mlnx/kmk_vendor_dummy.ko", true),
+            ("lib/modules/K/kernel/drivers/net/veth.ko", false),
+        ] {
+            // A real image holds the in-tree mlx4/IB modules the links
+            // replace: only kmodkit's one-file image can hold none.
+            if real.is_some() && !changed {
+                continue;
+            }
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("root");
+            fake_root(&fx, &[&base, &same], &base, &root);
+            // One module file (its content does not matter).
+            let tree = tmp.path().join("image-tree");
+            let file = tree.join(inside.replace('K', &same.release));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, b"module").unwrap();
+            std::fs::create_dir_all(root.join("boot")).unwrap();
+            let segment = tmp.path().join("segment.img");
+            let c = kmodkit()
+                .args(["initrd", "create", "-o"])
+                .arg(&segment)
+                .arg(&tree)
+                .output()
+                .unwrap();
+            assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+            let mut bytes = real
+                .as_ref()
+                .map_or_else(Vec::new, |p| std::fs::read(p).unwrap());
+            bytes.extend(std::fs::read(&segment).unwrap());
+            let image = root
+                .join("boot")
+                .join(format!("initrd.img-{}", same.release));
+            std::fs::write(&image, bytes).unwrap();
+            let r = weak(&root, &["--add-kernel", &same.release], "", None);
+            assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+            let said = String::from_utf8_lossy(&r.stdout);
+            let what = format!("{real:?} holding {inside}: {said}");
+            match command {
+                Some(cmd) => {
+                    assert_eq!(
+                        said.contains(&format!("would run: {cmd} (")),
+                        changed,
+                        "{what}"
+                    );
+                    assert_eq!(said.contains("would run"), changed, "{what}");
+                }
+                None => {
+                    assert!(!said.contains("would run"), "{what}");
+                    assert_eq!(
+                        said.contains(&image.display().to_string()),
+                        changed,
+                        "{what}"
+                    );
+                }
+            }
+            // --no-initramfs never considers it.
+            assert!(weak(&root, &["--remove-kernel", &same.release], "", None)
+                .status
+                .success());
+            let r = weak(
+                &root,
+                &["--add-kernel", &same.release, "--no-initramfs"],
+                "",
+                None,
+            );
+            let said = String::from_utf8_lossy(&r.stdout);
+            assert!(!said.contains("would run") && !said.contains(&image.display().to_string()));
+        }
     }
 }
 
