@@ -568,7 +568,7 @@ fn generate_cpio(
         *written += bytes.len() as u64;
         out.put(bytes)
     };
-    let wr = |e: io::Error| Error::write("(image)", e);
+    let wr = |e: io::Error| Error::write_output(e);
     let mut sum_buf = Vec::new();
     for e in entries {
         let mut h = e.header;
@@ -707,7 +707,7 @@ pub fn write_atomically(
         written: 0,
         started: 0,
     };
-    write(&mut out)?;
+    write(&mut out).map_err(|e| e.naming_output(path))?;
     Ok(staged.commit(backup)?)
 }
 
@@ -842,7 +842,7 @@ pub fn write_segments<W: Write + Send>(
         count: 0,
     };
     for (i, seg) in segments.iter().enumerate() {
-        let wr = |e: io::Error| Error::write("(image)", e);
+        let wr = |e: io::Error| Error::write_output(e);
         if seg.encode.compression == Compression::None {
             let pad = (cpio::pad4(w.count) - w.count) as usize;
             w.write_all(&ZEROS[..pad]).map_err(wr)?;
@@ -899,7 +899,7 @@ pub fn write_segments<W: Write + Send>(
             }
         }
     }
-    w.flush().map_err(|e| Error::write("(image)", e))?;
+    w.flush().map_err(Error::write_output)?;
     progress.finish();
     Ok(())
 }
@@ -938,10 +938,10 @@ pub fn repack<W: Write + Send>(
             Ok(false)
         }
     }
-    let wr = |e: io::Error| Error::write("(output image)", e);
+    let wr = |e: io::Error| Error::write_output(e);
     impl<W: Write + Send> StreamSink for Repacker<'_, W> {
         fn segment_start(&mut self, info: &SegmentInfo) -> Result<(), Error> {
-            let wr = |e: io::Error| Error::write("(output image)", e);
+            let wr = |e: io::Error| Error::write_output(e);
             let Some(RepackState::Idle(mut w)) = self.state.take() else {
                 unreachable!("segments do not nest")
             };
@@ -968,9 +968,7 @@ pub fn repack<W: Write + Send>(
         }
         fn data(&mut self, chunk: &[u8]) -> Result<(), Error> {
             match self.state.as_mut() {
-                Some(RepackState::Encoding(e)) => e
-                    .write_all(chunk)
-                    .map_err(|e| Error::write("(output image)", e)),
+                Some(RepackState::Encoding(e)) => e.write_all(chunk).map_err(Error::write_output),
                 _ => unreachable!("data inside a segment"),
             }
         }
@@ -978,9 +976,7 @@ pub fn repack<W: Write + Send>(
             let Some(RepackState::Encoding(e)) = self.state.take() else {
                 unreachable!("segment started")
             };
-            let w = e
-                .finish_encoder()
-                .map_err(|e| Error::write("(output image)", e))?;
+            let w = e.finish_encoder().map_err(Error::write_output)?;
             self.state = Some(RepackState::Idle(w));
             Ok(())
         }

@@ -56,8 +56,9 @@ pub enum Error {
         name: String,
         problem: String,
     },
-    /// Writing output failed.
-    #[error("{path}: {cause}")]
+    /// Writing output failed (an empty path: the output stream, which
+    /// the caller names with [`Error::naming_output`]).
+    #[error("{}: {cause}", if path.as_os_str().is_empty() { "the output".into() } else { path.display().to_string() })]
     Write { path: PathBuf, cause: io::Error },
     /// Reading an input file (create) failed.
     #[error("{path}: {cause}")]
@@ -90,6 +91,26 @@ impl Error {
         Error::Write {
             path: path.into(),
             cause,
+        }
+    }
+
+    /// A failed write to the output stream, whose file the writer does not
+    /// know: [`crate::create::write_atomically`] names it.
+    pub fn write_output(cause: io::Error) -> Error {
+        Error::Write {
+            path: PathBuf::new(),
+            cause,
+        }
+    }
+
+    /// This error with an unnamed output write named `path`.
+    pub fn naming_output(self, path: &std::path::Path) -> Error {
+        match self {
+            Error::Write { path: p, cause } if p.as_os_str().is_empty() => Error::Write {
+                path: path.to_path_buf(),
+                cause,
+            },
+            e => e,
         }
     }
 }

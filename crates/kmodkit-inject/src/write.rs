@@ -161,7 +161,7 @@ pub fn write(
                     // The legacy lz4 frame has no end marker: a zero block
                     // size ends it (decompress_unlz4.c).
                     out.write_all(&[0u8; 4])
-                        .map_err(|e| kmodkit_initramfs::Error::write("(image)", e))?;
+                        .map_err(kmodkit_initramfs::Error::write_output)?;
                 }
                 new_segment(&planned, encode, out, progress)
             })?
@@ -247,7 +247,7 @@ pub fn write(
                 }
                 let pad = (4 - written % 4) % 4;
                 out.write_all(&[0u8; 4][..pad as usize])
-                    .map_err(|e| kmodkit_initramfs::Error::write("(image)", e))?;
+                    .map_err(kmodkit_initramfs::Error::write_output)?;
                 fault_point("add-drivers-write");
                 new_segment(&planned, encode, out, progress)
             })?
@@ -295,7 +295,7 @@ fn copy_all(
             return Ok(n);
         }
         to.write_all(&buf[..got])
-            .map_err(|e| kmodkit_initramfs::Error::write("(image)", e))?;
+            .map_err(kmodkit_initramfs::Error::write_output)?;
         n += got as u64;
     }
 }

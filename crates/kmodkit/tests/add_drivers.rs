@@ -1061,3 +1061,94 @@ fn rebuild_keeps_the_root_entry_and_append_dates_its_directories() {
         assert_eq!(d["mtime"].as_u64(), Some(epoch), "{d}");
     }
 }
+
+/// `--option` values must parse as the parameter's type (kmod's modinfo
+/// gives the types); options for a module the image already carries are
+/// checked against the image's copy; with --json, a failure is a JSON
+/// error object on stdout.
+#[test]
+fn options_are_checked_against_the_parameter_type_and_the_images_modules() {
+    let img = image("initramfs-tools", "gzip");
+    let parmtype = |m: &str| -> Vec<(String, String)> {
+        String::from_utf8_lossy(&run(Command::new("modinfo")
+            .arg("-b")
+            .arg(fixture_root())
+            .args(["-k", &img.kver, "-F", "parmtype", m])))
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+    };
+    let add = |extra: &[&str]| {
+        kmodkit()
+            .args(["initrd", "add-drivers", "--dry-run", "--json", "--root"])
+            .arg(fixture_root())
+            .arg(&img.path)
+            .arg("mlx4_en")
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // An int parameter of a module being added, given a word.
+    let (int_param, _) = parmtype("mlx4_core")
+        .into_iter()
+        .find(|(_, t)| t == "int")
+        .expect("mlx4_core has an int parameter");
+    let out = add(&["--option", &format!("mlx4_core:{int_param}=many")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{int_param} is of type int")),
+        "{err}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON error object");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is of type int")),
+        "{doc}"
+    );
+    let out = add(&["--option", &format!("mlx4_core:{int_param}=-1")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A module the image has and the request does not add: its uint
+    // parameter is checked against the image's copy.
+    let listing =
+        String::from_utf8_lossy(&run(kmodkit().args(["initrd", "ls"]).arg(&img.path))).into_owned();
+    assert!(
+        listing.lines().any(|l| l.ends_with("/e1000.ko")),
+        "the image has e1000"
+    );
+    let (uint_param, _) = parmtype("e1000")
+        .into_iter()
+        .find(|(_, t)| t == "uint")
+        .expect("e1000 has a uint parameter");
+    let out = add(&["--option", &format!("e1000:{uint_param}=-3")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("out of range for uint") && err.contains("e1000.ko"),
+        "{err}"
+    );
+    let out = add(&["--option", &format!("e1000:{uint_param}=256")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --kernel names the image's kernel; another is an error saying so.
+    let other = kmodkit_fixtures::kernels()
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k != &img.kver)
+        .unwrap();
+    let out = add(&["--kernel", &other]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&format!("--source-kernel {other}")),
+        "{err}"
+    );
+}
