@@ -286,6 +286,17 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
         iface: a.iface.clone(),
         client_id: a.client_id.clone(),
     });
+    if let Some(net) = &net {
+        // What the arguments alone decide: a usage error (exit 2), before
+        // the image is read.
+        net.client_id_bytes().map_err(crate::UsageError)?;
+        if matches!(net.mode, NetMode::Static { .. }) && net.iface.is_none() {
+            return Err(crate::UsageError(
+                "--net ADDR/PREFIX needs --iface NAME, MAC or GUID: a static address is given to one interface".into(),
+            )
+            .into());
+        }
+    }
     let req = Request {
         image: a.image.clone(),
         root: a.root.clone(),

@@ -17,8 +17,22 @@ use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command};
 
-/// Exit codes: 0 success, 1 the operation failed, 2 usage error (clap).
+/// Exit codes: 0 success, 1 the operation failed, 2 usage error (clap's,
+/// or a [`UsageError`] a command finds in its arguments).
 const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+/// Arguments that cannot work together, found before any input is read.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     // Before any thread starts (they inherit the signal mask): Ctrl-C and
@@ -36,7 +50,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             report_error(&e, json);
-            ExitCode::from(EXIT_FAILURE)
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
         }
     }
 }

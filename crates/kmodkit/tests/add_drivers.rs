@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use initrd_common::{
-    busybox_image, fixture_root, kmodkit, real_images, require, run, segment_cpio, segments, sh,
-    RealImage, Scratch,
+    busybox_image, find_image, fixture_root, image, kmodkit, real_images, require, run,
+    segment_cpio, segments, sh, RealImage, Scratch,
 };
 
 /// The manual's list (seed 002), verbatim.
@@ -34,22 +34,6 @@ const SEED_LIST: &[&str] = &[
     "ipoib_helper",
     "ib_ipoib",
 ];
-
-fn find_image(file: &str) -> RealImage {
-    real_images()
-        .into_iter()
-        .find(|i| i.path.file_name().is_some_and(|n| n == file))
-        .unwrap_or_else(|| panic!("{file} missing; run scripts/initrd-fixtures"))
-}
-
-fn image(generator: &str, compression: &str) -> RealImage {
-    real_images()
-        .into_iter()
-        .find(|i| i.generator == generator && i.compression == compression)
-        .unwrap_or_else(|| {
-            panic!("no {generator} {compression} image; run scripts/initrd-fixtures")
-        })
-}
 
 /// What kmod's modprobe says about a name in the fixture root.
 #[derive(Debug, PartialEq, Eq)]
@@ -1151,4 +1135,29 @@ fn options_are_checked_against_the_parameter_type_and_the_images_modules() {
         !out.status.success() && err.contains(&format!("--source-kernel {other}")),
         "{err}"
     );
+}
+
+/// What the arguments alone rule out is a usage error (exit 2), said
+/// before the image is read.
+#[test]
+fn impossible_network_arguments_are_usage_errors() {
+    let img = image("dracut", "zstd");
+    let run_with = |net: &[&str]| {
+        kmodkit()
+            .args(["initrd", "add-drivers", "--dry-run", "--root"])
+            .arg(fixture_root())
+            .arg(&img.path)
+            .arg("virtio_net")
+            .args(net)
+            .output()
+            .unwrap()
+    };
+    // FlexBoot's identifier is built from the port GUID.
+    let out = run_with(&["--net", "dhcp", "--iface", "ib0", "--client-id", "flexboot"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port GUID"));
+    // A static address belongs to one interface.
+    let out = run_with(&["--net", "10.0.2.77/24"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--iface"));
 }

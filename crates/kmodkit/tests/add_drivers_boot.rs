@@ -14,16 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use initrd_common::{
-    busybox_image, fixture_root, kmodkit, real_images, require, run, RealImage, Scratch,
+    busybox_image, find_image, fixture_root, kmodkit, require, run, Scratch,
     ISSUE_DRIVERS as DRIVERS,
 };
-
-fn find_image(file: &str) -> RealImage {
-    real_images()
-        .into_iter()
-        .find(|i| i.path.file_name().is_some_and(|n| n == file))
-        .unwrap_or_else(|| panic!("{file} missing; run scripts/initrd-fixtures"))
-}
 
 /// kmod's closure of the drivers for `kver` in the fixture root.
 fn kmod_closure(kver: &str) -> BTreeSet<String> {

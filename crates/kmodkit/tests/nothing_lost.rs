@@ -14,19 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use initrd_common::{fixture_root, kmodkit, real_images, run, segments, RealImage, Scratch};
+use initrd_common::{fixture_root, image, kmodkit, run, segments, RealImage, Scratch};
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
-
-fn image(generator: &str, compression: &str) -> RealImage {
-    real_images()
-        .into_iter()
-        .find(|i| i.generator == generator && i.compression == compression)
-        .unwrap_or_else(|| {
-            panic!("no {generator} {compression} image; run scripts/initrd-fixtures")
-        })
-}
 
 /// sha256sum's digest of a file.
 fn sha(path: &Path) -> String {

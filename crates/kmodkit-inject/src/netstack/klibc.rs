@@ -115,14 +115,7 @@ pub(crate) fn settings(net: &NetConfig) -> Result<String, InjectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cfg(mode: &str, iface: Option<&str>) -> NetConfig {
-        NetConfig {
-            mode: mode.parse().unwrap(),
-            iface: iface.map(|i| i.parse().unwrap()),
-            client_id: None,
-        }
-    }
+    use crate::netstack::tests::cfg;
 
     #[test]
     fn static_and_mac_settings() {

@@ -196,10 +196,11 @@ pub(crate) fn is_ipoib(net: &NetConfig) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cfg(mode: &str, iface: Option<&str>) -> NetConfig {
+    /// A request as `--net MODE [--iface IFACE]` gives it.
+    pub(crate) fn cfg(mode: &str, iface: Option<&str>) -> NetConfig {
         NetConfig {
             mode: mode.parse().unwrap(),
             iface: iface.map(|i| i.parse().unwrap()),

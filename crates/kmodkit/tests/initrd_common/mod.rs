@@ -75,6 +75,24 @@ pub fn real_images() -> Vec<RealImage> {
     images
 }
 
+/// The first image of `generator` with a `compression` main segment.
+pub fn image(generator: &str, compression: &str) -> RealImage {
+    real_images()
+        .into_iter()
+        .find(|i| i.generator == generator && i.compression == compression)
+        .unwrap_or_else(|| {
+            panic!("no {generator} {compression} image; run scripts/initrd-fixtures")
+        })
+}
+
+/// The image of `scripts/initrd-fixtures` named `file` (e.g. "dracut-nm.img").
+pub fn find_image(file: &str) -> RealImage {
+    real_images()
+        .into_iter()
+        .find(|i| i.path.file_name().is_some_and(|n| n == file))
+        .unwrap_or_else(|| panic!("{file} missing; run scripts/initrd-fixtures"))
+}
+
 /// The fixture root of scripts/fixtures (kernels in boot/).
 pub fn fixture_root() -> PathBuf {
     cache_dir().join("root")
