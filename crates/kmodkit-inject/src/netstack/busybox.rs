@@ -29,9 +29,11 @@ impl NetworkStack for Busybox {
     }
 
     fn configure(&self, plan: &mut Plan, net: &NetConfig) -> Result<(), InjectError> {
-        let bb = match plan.facts.first_present(BUSYBOX) {
-            Some(p) => format!("/{p}"),
-            None => unreachable!("configure runs only where present() holds"),
+        let Some(bb) = plan.facts.first_present(BUSYBOX).map(|p| format!("/{p}")) else {
+            return Err(InjectError::Invalid(format!(
+                "{}: the image has no busybox to bring the network up with",
+                plan.image.display()
+            )));
         };
         let (by, want) = match &net.iface {
             None => ("first", String::new()),
