@@ -231,18 +231,13 @@ pub fn collect_modules(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CollectError>
 }
 
 pub fn is_module_path(p: &Path) -> bool {
-    let s = p.to_string_lossy();
-    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .any(|e| s.ends_with(e))
+    kmodkit_index::name::is_module_file(p)
 }
 
 fn module_name(path: &Path) -> String {
-    let base = path
-        .file_name()
-        .map(|b| b.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    base.split('.').next().unwrap_or("").replace('-', "_")
+    kmodkit_index::name::module_name_bytes(path)
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .unwrap_or_default()
 }
 
 /// Checks every module of `set` against `target`.

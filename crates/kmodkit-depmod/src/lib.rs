@@ -66,7 +66,6 @@ pub fn index_up_to_date(module_dir: &std::path::Path) -> bool {
         };
         for e in rd.flatten() {
             let name = e.file_name();
-            let name = name.to_string_lossy();
             if name == "build" || name == "source" {
                 continue;
             }
@@ -77,11 +76,7 @@ pub fn index_up_to_date(module_dir: &std::path::Path) -> bool {
                 if newer(&e.path(), mtime) {
                     return true;
                 }
-            } else if m.is_file()
-                && [".ko", ".ko.gz", ".ko.xz", ".ko.zst"]
-                    .iter()
-                    .any(|x| name.ends_with(x))
-                && m.mtime() > mtime
+            } else if m.is_file() && kmodkit_index::name::is_module_file(name) && m.mtime() > mtime
             {
                 return true;
             }

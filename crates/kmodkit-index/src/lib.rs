@@ -21,6 +21,7 @@
 //! matched with `fnmatch(3)` by [`Index::search_wild`].
 
 pub mod lookup;
+pub mod name;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //! wins.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::{Index, IndexError};
@@ -47,10 +47,7 @@ pub struct ModuleDirectory {
     indexes: Mutex<HashMap<&'static str, Option<Arc<Index>>>>,
 }
 
-/// `modname_normalize`: `-` becomes `_`, and the name ends at the first `.`.
-pub fn normalize_module_name(name: &str) -> String {
-    name.split('.').next().unwrap_or("").replace('-', "_")
-}
+pub use crate::name::{module_name_from_path, normalize_module_name};
 
 /// `alias_normalize`: `-` becomes `_` except inside `[...]`; unbalanced
 /// brackets are an error.
@@ -76,15 +73,6 @@ pub fn normalize_alias(alias: &str) -> Result<String, LookupError> {
         return Err(LookupError::InvalidAlias(alias.to_string()));
     }
     Ok(out)
-}
-
-/// The module name a file path implies (`path_to_modname`).
-pub fn module_name_from_path(path: &Path) -> Option<String> {
-    let base = path.file_name()?.to_str()?;
-    if base.is_empty() {
-        return None;
-    }
-    Some(normalize_module_name(base))
 }
 
 impl ModuleDirectory {

@@ -368,7 +368,5 @@ impl ImageFacts {
 }
 
 pub fn is_module_name(name: &str) -> bool {
-    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .any(|e| name.ends_with(e))
+    kmodkit_index::name::is_module_file(name)
 }

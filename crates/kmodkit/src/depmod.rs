@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::host::make_absolute;
+use anyhow::{bail, Result};
 use clap::Args;
 use kmodkit_depmod::cache::CachedOutput;
-use kmodkit_depmod::tree::make_absolute;
 use kmodkit_depmod::{output, write, KernelSymbols, ModuleTree, TreeOptions};
 
 #[derive(Debug, Args)]
@@ -129,10 +129,7 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
             v.clone()
         }
         Some(v) => bail!("Bad version passed {v}"),
-        None => std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .context("cannot read the running kernel release; pass KVER")?
-            .trim_end()
-            .to_string(),
+        None => crate::host::running_kernel_release("pass KVER")?,
     };
     let modules: Vec<PathBuf> = positional.map(PathBuf::from).collect();
     let basedir = args.basedir.as_deref().map(make_absolute);

@@ -5,6 +5,7 @@ mod abi;
 mod add_drivers;
 mod cli;
 mod depmod;
+mod host;
 mod initrd;
 mod man;
 mod modinfo;

@@ -13,7 +13,6 @@ use crate::cli::ModinfoArgs;
 
 /// Extensions kmod treats as module files (`path_ends_with_kmod_ext`);
 /// `.ko.gz` too, which Debian's kmod (built without zlib) lacks.
-const MODULE_EXTENSIONS: [&str; 4] = [".ko", ".ko.gz", ".ko.xz", ".ko.zst"];
 
 /// What one modinfo argument resolved to.
 struct Target {
@@ -43,10 +42,10 @@ pub fn run(args: &ModinfoArgs, field: Option<String>) -> Result<bool> {
         let root = args
             .basedir
             .as_deref()
-            .map_or("/".to_string(), make_absolute);
+            .map_or("/".to_string(), crate::host::make_absolute);
         let release = match args.set_version.as_deref() {
             Some(k) => k.to_string(),
-            None => kernel_release()?,
+            None => crate::host::running_kernel_release("pass -k VERSION")?,
         };
         if let Some(msg) = kmodkit_depmod::installed::not_installed(Path::new(&root), &release) {
             anyhow::bail!("{msg}");
@@ -120,50 +119,19 @@ pub fn run(args: &ModinfoArgs, field: Option<String>) -> Result<bool> {
 fn module_directory(basedir: Option<&str>, kver: Option<&str>) -> Result<ModuleDirectory> {
     let release = match kver {
         Some(k) => k.to_string(),
-        None => kernel_release()?,
+        None => crate::host::running_kernel_release("pass -k VERSION")?,
     };
     let dir = match (basedir, kver) {
         (None, None) => format!("/lib/modules/{release}"),
         _ => format!("{}/lib/modules/{}", basedir.unwrap_or(""), release),
     };
-    Ok(ModuleDirectory::new(make_absolute(&dir)))
-}
-
-fn kernel_release() -> Result<String> {
-    let s = std::fs::read_to_string("/proc/sys/kernel/osrelease").context(
-        "cannot read the running kernel's release from /proc/sys/kernel/osrelease; pass -k VERSION",
-    )?;
-    Ok(s.trim_end().to_string())
-}
-
-/// `path_make_absolute_cwd`: relative paths are joined to the current
-/// directory as `get_current_dir_name` reports it ($PWD when it is accurate).
-fn make_absolute(p: &str) -> String {
-    if p.starts_with('/') {
-        return p.to_string();
-    }
-    let cwd = current_dir_name();
-    format!("{cwd}/{p}")
-}
-
-fn current_dir_name() -> String {
-    use std::os::unix::fs::MetadataExt;
-    let real = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    if let Ok(pwd) = std::env::var("PWD") {
-        if let (Ok(a), Ok(b)) = (std::fs::metadata(&pwd), std::fs::metadata(&real)) {
-            if a.dev() == b.dev() && a.ino() == b.ino() {
-                return pwd;
-            }
-        }
-    }
-    real.to_string_lossy().into_owned()
+    Ok(ModuleDirectory::new(crate::host::make_absolute(&dir)))
 }
 
 fn is_module_filename(arg: &str) -> bool {
     std::fs::metadata(arg).is_ok_and(|m| m.is_file())
-        && MODULE_EXTENSIONS
-            .iter()
-            .any(|ext| arg.len() > ext.len() && arg.ends_with(ext))
+        && kmodkit_index::name::module_suffix(arg.as_bytes())
+            .is_some_and(|ext| arg.len() > ext.len())
 }
 
 fn resolve(dir: &ModuleDirectory, arg: &str, by_name: bool) -> Result<Vec<Target>> {
@@ -182,7 +150,7 @@ fn resolve(dir: &ModuleDirectory, arg: &str, by_name: bool) -> Result<Vec<Target
             .with_context(|| format!("Module file {arg} not found."))?;
         return Ok(vec![Target {
             name,
-            path: Some(PathBuf::from(make_absolute(arg))),
+            path: Some(PathBuf::from(crate::host::make_absolute(arg))),
         }]);
     }
     let list = dir

@@ -53,13 +53,6 @@ pub struct WeakModulesArgs {
     pub write_depmod_conf: bool,
 }
 
-fn running_release() -> Result<String> {
-    Ok(std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .context("cannot read the running kernel release; name the kernel")?
-        .trim_end()
-        .to_string())
-}
-
 /// The kernel a module path belongs to: `.../lib/modules/<K>/...`.
 fn kernel_of(path: &Path) -> Option<String> {
     let s = path.to_string_lossy();
@@ -142,7 +135,7 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
     let (kernels, exclude): (Vec<String>, BTreeSet<PathBuf>) = if let Some(k) = &args.remove_kernel
     {
         let k = if k.is_empty() {
-            running_release()?
+            crate::host::running_kernel_release("name the kernel")?
         } else {
             k.clone()
         };
@@ -161,7 +154,7 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         return Ok(true);
     } else if let Some(k) = &args.add_kernel {
         let k = if k.is_empty() {
-            running_release()?
+            crate::host::running_kernel_release("name the kernel")?
         } else {
             k.clone()
         };
@@ -425,11 +418,9 @@ fn image_modules(facts: &ImageFacts) -> BTreeSet<String> {
         .nodes
         .keys()
         .filter_map(|name| {
-            let base = name.rsplit('/').next().unwrap_or(name);
-            [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-                .iter()
-                .any(|x| base.ends_with(x))
-                .then(|| base.split('.').next().unwrap_or(base).replace('-', "_"))
+            kmodkit_index::name::is_module_file(name)
+                .then(|| kmodkit_index::name::module_name_from_path(Path::new(name)))
+                .flatten()
         })
         .collect()
 }
