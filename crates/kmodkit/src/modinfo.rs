@@ -11,9 +11,6 @@ use rayon::prelude::*;
 
 use crate::cli::ModinfoArgs;
 
-/// Extensions kmod treats as module files (`path_ends_with_kmod_ext`);
-/// `.ko.gz` too, which Debian's kmod (built without zlib) lacks.
-
 /// What one modinfo argument resolved to.
 struct Target {
     name: String,
