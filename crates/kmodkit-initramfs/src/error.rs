@@ -1,5 +1,7 @@
 //! The one error type of the crate: every variant names the image (or
-//! file), the segment and the byte offset where that applies.
+//! file), the segment and the byte offset where that applies. An
+//! underlying error is the variant's `source()`, not part of its message,
+//! so a chain printer (anyhow's `{:#}`) says each thing once.
 
 use std::io;
 use std::path::PathBuf;
@@ -9,8 +11,12 @@ use crate::compression::Compression;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The image could not be read (I/O).
-    #[error("{image}: cannot read: {cause}")]
-    Read { image: String, cause: io::Error },
+    #[error("{image}: cannot read")]
+    Read {
+        image: String,
+        #[source]
+        cause: io::Error,
+    },
     /// Bytes that start neither a cpio archive, nor a known compressed
     /// stream, nor zero padding.
     #[error("{image}: byte {offset}: {problem}")]
@@ -20,12 +26,13 @@ pub enum Error {
         problem: String,
     },
     /// A compressed stream is corrupt or truncated.
-    #[error("{image}: segment {segment} ({compression} stream at byte {segment_offset}): {cause} (the compressed data is corrupt or truncated)")]
+    #[error("{image}: segment {segment} ({compression} stream at byte {segment_offset}): the compressed data is corrupt or truncated")]
     Decompress {
         image: String,
         segment: usize,
         segment_offset: u64,
         compression: Compression,
+        #[source]
         cause: io::Error,
     },
     /// The cpio data of a segment is malformed or truncated.
@@ -58,19 +65,26 @@ pub enum Error {
     },
     /// Writing output failed (an empty path: the output stream, which
     /// the caller names with [`Error::naming_output`]).
-    #[error("{}: {cause}", if path.as_os_str().is_empty() { "the output".into() } else { path.display().to_string() })]
-    Write { path: PathBuf, cause: io::Error },
+    #[error("{}: cannot write", if path.as_os_str().is_empty() { "the output".into() } else { path.display().to_string() })]
+    Write {
+        path: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
     /// Reading an input file (create) failed.
-    #[error("{path}: {cause}")]
-    Input { path: PathBuf, cause: io::Error },
+    #[error("{}: cannot read", path.display())]
+    Input {
+        path: PathBuf,
+        #[source]
+        cause: io::Error,
+    },
     /// Extraction stopped part way: what was written stays in `dir`.
-    /// The cause is in the message (as in the other variants), not a
-    /// `source`: a chain printer would say it twice.
-    #[error("{cause}; extraction stopped: {entries} entries ({bytes} bytes of file data) were written to {dir} before the error, so the tree there is incomplete", dir = .dir.display())]
+    #[error("extraction stopped: {entries} entries ({bytes} bytes of file data) were written to {dir} before the error, so the tree there is incomplete", dir = .dir.display())]
     Incomplete {
         dir: PathBuf,
         entries: u64,
         bytes: u64,
+        #[source]
         cause: Box<Error>,
     },
     /// Staging or committing the output file failed.

@@ -325,7 +325,11 @@ fn decompression_bombs_stop_at_the_limit() {
             &|_, _| true,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("--max-size"), "{err}");
+        // The limit stopped an extraction part way: it is the cause.
+        let Error::Incomplete { cause, .. } = &err else {
+            panic!("{err}")
+        };
+        assert!(cause.to_string().contains("--max-size"), "{cause}");
         let written = std::fs::metadata(target.join("bomb"))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -486,4 +490,37 @@ fn segments_padding_and_lz4_ends() {
     assert!(segs
         .iter()
         .all(|s| s.entries == 4 && s.uncompressed_size == a.len() as u64));
+}
+
+/// The underlying error is the variant's `source()`, not pasted into its
+/// message: a chain printer (the CLI's `{:#}`) says each thing once.
+#[test]
+fn causes_are_sources_said_once() {
+    use std::error::Error as _;
+    let said_once = |err: &Error| {
+        let cause = err
+            .source()
+            .unwrap_or_else(|| panic!("no source: {err}"))
+            .to_string();
+        assert!(!err.to_string().contains(&cause), "{err} repeats {cause}");
+    };
+    // A compressed stream cut short: the decoder's error.
+    let z = compress(Compression::Xz, &sample_archive(Format::Newc));
+    let err = list(&z[..z.len() - 20], &ReadOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Decompress { .. }), "{err}");
+    said_once(&err);
+    // An image that cannot be opened: the OS error.
+    let missing = std::env::temp_dir().join("kmodkit-no-such-image.img");
+    let err = Image::open(&missing).err().expect("a missing image");
+    assert!(matches!(err, Error::Read { .. }), "{err}");
+    said_once(&err);
+    // Extraction stopped part way: the refusal that stopped it.
+    let (_s, target, _outside) = sandbox("chain");
+    let mut a = Vec::new();
+    entry(&mut a, "a", DIR, b"");
+    entry(&mut a, "../evil", REG, b"PWNED");
+    trailer(&mut a);
+    let err = extract_bytes(&a, &target, &ExtractOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Incomplete { .. }), "{err}");
+    said_once(&err);
 }

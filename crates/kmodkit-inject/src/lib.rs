@@ -35,10 +35,20 @@ pub enum InjectError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The module directory's index lacks what the resolution needs.
     #[error("{}: {message}", dir.display())]
     Index { dir: PathBuf, message: String },
-    #[error("{}: {message}", path.display())]
-    Module { path: PathBuf, message: String },
+    /// An index lookup failed; the index error names the file.
+    #[error(transparent)]
+    Lookup(#[from] kmodkit_index::lookup::LookupError),
+    /// A module file could not be read; the module error (the source)
+    /// names the file and what is wrong with it.
+    #[error("module {name}")]
+    Module {
+        name: String,
+        #[source]
+        source: kmodkit_module::Error,
+    },
     #[error("{}", unknown_message(release, unknown))]
     UnknownModules {
         release: String,

@@ -141,9 +141,9 @@ fn parameters(module: &kmodkit_module::Module) -> Vec<(String, Option<String>)> 
 pub(crate) fn check(option: &ModuleOption, path: &Path) -> Result<(), InjectError> {
     let module =
         kmodkit_module::read_module_mapped(path, kmodkit_module::compression::DEFAULT_LIMIT)
-            .map_err(|e| InjectError::Module {
-                path: path.to_path_buf(),
-                message: e.to_string(),
+            .map_err(|source| InjectError::Module {
+                name: option.module.clone(),
+                source,
             })?;
     let params = parameters(&module);
     let Some((_, ty)) = params.iter().find(|(n, _)| *n == option.param) else {

@@ -56,9 +56,9 @@ impl ResolvedModule {
     /// Parses the module file (its .modinfo: parameters, firmware).
     pub fn read(&self) -> Result<kmodkit_module::Module, InjectError> {
         kmodkit_module::read_module_mapped(&self.path, kmodkit_module::compression::DEFAULT_LIMIT)
-            .map_err(|e| InjectError::Module {
-                path: self.path.clone(),
-                message: e.to_string(),
+            .map_err(|source| InjectError::Module {
+                name: self.name.clone(),
+                source,
             })
     }
 }
@@ -154,17 +154,13 @@ pub fn resolve(
     requested: &[String],
     opts: &ResolveOptions,
 ) -> Result<Resolution, InjectError> {
-    let lookup_err = |e: kmodkit_index::lookup::LookupError| InjectError::Index {
-        dir: PathBuf::from(dir.dir()),
-        message: e.to_string(),
-    };
     let mut res = Resolution::default();
     // Roots to load explicitly, with why, in the order given.
     let mut roots: Vec<(String, Why)> = Vec::new();
     let mut unknown = Vec::new();
     for raw in requested {
         let name = raw.trim_end_matches(".ko").replace('-', "_");
-        match dir.lookup_name(&name).map_err(lookup_err)? {
+        match dir.lookup_name(&name)? {
             Some(found) if found.path.is_none() => res.notes.push(NameNote::BuiltIn { name }),
             Some(found) => roots.push((found.name, Why::Requested)),
             None => match names::legacy(&name) {
@@ -207,7 +203,7 @@ pub fn resolve(
         for c in COMPANIONS {
             if asked.iter().any(|a| a == c.trigger) {
                 for m in c.modules {
-                    if dir.path_of(m).map_err(lookup_err)?.is_some() {
+                    if dir.path_of(m)?.is_some() {
                         roots.push((
                             m.to_string(),
                             Why::Companion {
@@ -242,7 +238,7 @@ pub fn resolve(
                 .map(|m| m.name.clone());
             if let Some(p) = &provider {
                 for ulp in RDMA_ULPS {
-                    if dir.path_of(ulp).map_err(lookup_err)?.is_some() {
+                    if dir.path_of(ulp)?.is_some() {
                         roots.push((
                             ulp.to_string(),
                             Why::Companion {
@@ -291,11 +287,7 @@ pub fn probe_order(
     };
     let mut missing = Vec::new();
     for n in names {
-        if dir
-            .dep_line(n)
-            .map_err(|e| walk.err(e.to_string()))?
-            .is_none()
-        {
+        if dir.dep_line(n)?.is_none() {
             missing.push(n.clone());
             continue;
         }
@@ -377,8 +369,7 @@ impl ProbeList<'_> {
         }
         let line = self
             .dir
-            .dep_line(name)
-            .map_err(|e| self.err(e.to_string()))?
+            .dep_line(name)?
             .ok_or_else(|| self.err(format!("{name} is not in modules.dep")))?;
         let (own, deps) = line.split_once(':').unwrap_or((line.as_str(), ""));
         let own = own.to_string();
@@ -437,8 +428,7 @@ impl ProbeList<'_> {
     fn lookup(&self, name: &str) -> Result<Vec<String>, InjectError> {
         Ok(self
             .dir
-            .lookup(name)
-            .map_err(|e| self.err(e.to_string()))?
+            .lookup(name)?
             .into_iter()
             .filter(|f| f.path.is_some())
             .map(|f| f.name)
