@@ -15,7 +15,8 @@ use kmodkit_inject::resolve::{NameNote, Why};
 use kmodkit_inject::write::{self, Mode, WriteOptions};
 use serde::Serialize;
 
-use crate::initrd::{Bar, ReadFlags};
+use crate::progress::Bar;
+use crate::read_flags::ReadFlags;
 
 /// `kmodkit initrd add-drivers --help` (on the subcommand variant, where
 /// clap takes it from).

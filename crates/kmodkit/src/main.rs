@@ -9,6 +9,8 @@ mod host;
 mod initrd;
 mod man;
 mod modinfo;
+mod progress;
+mod read_flags;
 mod weak_modules;
 
 use std::process::ExitCode;
