@@ -370,3 +370,51 @@ impl ImageFacts {
 pub fn is_module_name(name: &str) -> bool {
     kmodkit_index::name::is_module_file(name)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Facts of an image that holds `dirs`, `files` (with their content)
+    /// and `links`, for the generator and network-stack decisions that
+    /// only look at names and configuration files.
+    pub(crate) fn facts(
+        dirs: &[&str],
+        files: &[(&str, &str)],
+        links: &[(&str, &str)],
+    ) -> ImageFacts {
+        let mut nodes = BTreeMap::new();
+        let mut contents = BTreeMap::new();
+        for d in dirs {
+            nodes.insert(d.to_string(), Node::Dir);
+        }
+        for (name, text) in files {
+            nodes.insert(
+                name.to_string(),
+                Node::File {
+                    size: text.len() as u64,
+                    mode: 0o100755,
+                },
+            );
+            contents.insert(name.to_string(), text.as_bytes().to_vec());
+        }
+        for (name, target) in links {
+            nodes.insert(
+                name.to_string(),
+                Node::Symlink {
+                    target: target.to_string(),
+                },
+            );
+        }
+        ImageFacts {
+            path: PathBuf::from("synthetic.img"),
+            len: 0,
+            segments: Vec::new(),
+            nodes,
+            files: contents,
+            kernel_releases: Vec::new(),
+            module_root: PathBuf::new(),
+            root_dir: None,
+        }
+    }
+}

@@ -139,3 +139,139 @@ impl Generator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::tests::facts;
+
+    const DRACUT_HOOKS: &str = "usr/lib/dracut/hooks";
+
+    #[test]
+    fn detection_follows_each_generators_marks() {
+        // dracut: its hooks directory; systemd when /init points at it.
+        let systemd = facts(&[DRACUT_HOOKS], &[], &[("init", "usr/lib/systemd/systemd")]);
+        assert_eq!(
+            Generator::detect(&systemd),
+            Generator::Dracut { systemd: true }
+        );
+        let legacy = facts(&["lib/dracut/hooks"], &[("init", "#!/bin/sh\n")], &[]);
+        assert_eq!(
+            Generator::detect(&legacy),
+            Generator::Dracut { systemd: false }
+        );
+        // initramfs-tools needs both its function library and its config.
+        let tools = facts(
+            &["scripts"],
+            &[("scripts/functions", ""), ("conf/initramfs.conf", "")],
+            &[],
+        );
+        assert_eq!(Generator::detect(&tools), Generator::InitramfsTools);
+        let half = facts(&[], &[("scripts/functions", "")], &[]);
+        assert_eq!(Generator::detect(&half), Generator::PlainInit);
+        // dracut's marks win over initramfs-tools' (checked first).
+        let both = facts(
+            &[DRACUT_HOOKS],
+            &[("scripts/functions", ""), ("conf/initramfs.conf", "")],
+            &[],
+        );
+        assert_eq!(
+            Generator::detect(&both),
+            Generator::Dracut { systemd: false }
+        );
+        assert_eq!(
+            Generator::detect(&facts(&[], &[], &[])),
+            Generator::PlainInit
+        );
+    }
+
+    fn modules(loads: &[LoadEntry]) -> Vec<(&str, &str)> {
+        loads
+            .iter()
+            .map(|e| (e.module.as_str(), e.source.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn dracut_loads_come_from_the_command_line_and_modules_load_d() {
+        let f = facts(
+            &[DRACUT_HOOKS],
+            &[
+                (
+                    "etc/cmdline.d/10-a.conf",
+                    "rd.driver.pre=mlx5-core,e1000e rdloaddriver=ib_ipoib quiet",
+                ),
+                (
+                    "etc/modules-load.d/b.conf",
+                    "# comment\n\nvirtio_net\n; other\nmlx5_core\n",
+                ),
+                // Not a .conf: systemd-modules-load ignores it.
+                ("usr/lib/modules-load.d/c.txt", "ignored\n"),
+            ],
+            &[],
+        );
+        let g = Generator::detect(&f);
+        assert_eq!(
+            modules(&g.explicit_loads(&f)),
+            [
+                ("mlx5_core", "etc/cmdline.d/10-a.conf"),
+                ("e1000e", "etc/cmdline.d/10-a.conf"),
+                ("ib_ipoib", "etc/cmdline.d/10-a.conf"),
+                ("virtio_net", "etc/modules-load.d/b.conf"),
+            ]
+        );
+    }
+
+    #[test]
+    fn initramfs_tools_loads_come_from_conf_modules() {
+        let f = facts(
+            &[],
+            &[
+                ("scripts/functions", ""),
+                ("conf/initramfs.conf", ""),
+                (
+                    "conf/modules",
+                    "# Written by hand\nbnxt-en\n\nmlx4_core debug_level=1\n",
+                ),
+                // initramfs-tools reads no modules-load.d.
+                ("etc/modules-load.d/x.conf", "virtio_net\n"),
+            ],
+            &[],
+        );
+        let g = Generator::detect(&f);
+        assert_eq!(g, Generator::InitramfsTools);
+        assert_eq!(
+            modules(&g.explicit_loads(&f)),
+            [("bnxt_en", "conf/modules"), ("mlx4_core", "conf/modules")]
+        );
+    }
+
+    #[test]
+    fn plain_init_loads_are_its_insmod_and_modprobe_lines() {
+        let f = facts(
+            &[],
+            &[
+                (
+                    "init",
+                    "#!/bin/sh\n/bin/busybox insmod /lib/modules/6.1/virtio_net.ko.xz\nmodprobe e1000e\necho insmod\n",
+                ),
+                (
+                    "etc/kmodkit/load-drivers.sh",
+                    "insmod /lib/modules/6.1/kernel/mlx5_core.ko\ninsmod /x/virtio_net.ko\n",
+                ),
+            ],
+            &[],
+        );
+        let g = Generator::detect(&f);
+        assert_eq!(g, Generator::PlainInit);
+        assert_eq!(
+            modules(&g.explicit_loads(&f)),
+            [
+                ("virtio_net", "init"),
+                ("e1000e", "init"),
+                ("mlx5_core", "etc/kmodkit/load-drivers.sh"),
+            ]
+        );
+        assert_eq!(g.rebuild_command("6.1"), None);
+    }
+}
