@@ -550,3 +550,193 @@ fn find_firmware(res: &mut Resolution, dir: &Path, release: &str) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first fixture kernel's module directory (a real Debian tree).
+    fn tree() -> (ModuleDirectory, String) {
+        let (release, _) = kmodkit_fixtures::kernels()
+            .into_iter()
+            .next()
+            .expect("a fixture kernel");
+        let dir = kmodkit_fixtures::fixture_root()
+            .join("lib/modules")
+            .join(&release);
+        (ModuleDirectory::new(dir.display().to_string()), release)
+    }
+
+    fn opts(companions: bool) -> ResolveOptions {
+        ResolveOptions {
+            companions,
+            firmware: false,
+            firmware_dir: PathBuf::new(),
+            modprobe_dirs: Vec::new(),
+        }
+    }
+
+    fn position(res: &Resolution, name: &str) -> Option<usize> {
+        res.modules.iter().position(|m| m.name == name)
+    }
+
+    /// modules.dep's line for `name`, read as text (the oracle depmod
+    /// wrote): the files it depends on, as module names.
+    fn deps_in_modules_dep(dir: &ModuleDirectory, name: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(Path::new(dir.dir()).join("modules.dep")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .next()
+                    .and_then(|p| kmodkit_index::name::module_name_from_path(Path::new(p)))
+                    .as_deref()
+                    == Some(name)
+            })
+            .unwrap_or_else(|| panic!("{name} is not in modules.dep"));
+        line.split_once(':')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .filter_map(|p| kmodkit_index::name::module_name_from_path(Path::new(p)))
+            .collect()
+    }
+
+    #[test]
+    fn the_closure_holds_every_dependency_before_its_user() {
+        let (dir, release) = tree();
+        let res = resolve(&dir, &release, &["mlx5-ib.ko".into()], &opts(false)).unwrap();
+        let me = position(&res, "mlx5_ib").expect("mlx5_ib resolved");
+        assert_eq!(res.modules[me].why, Why::Requested);
+        assert!(res.modules[me].load);
+        let deps = deps_in_modules_dep(&dir, "mlx5_ib");
+        assert!(deps.iter().any(|d| d == "mlx5_core"), "{deps:?}");
+        for d in &deps {
+            let at = position(&res, d).unwrap_or_else(|| panic!("{d} missing"));
+            assert!(at < me, "{d} must come before mlx5_ib");
+            assert!(!res.modules[at].load, "{d} comes as a dependency");
+        }
+        assert_eq!(res.load_list(), ["mlx5_ib"]);
+        // Without companions, nothing modules.dep does not show.
+        assert!(position(&res, "ib_ipoib").is_none());
+    }
+
+    #[test]
+    fn companions_add_the_run_time_relations() {
+        let (dir, release) = tree();
+        let res = resolve(&dir, &release, &["mlx5_core".into()], &opts(true)).unwrap();
+        let ib = position(&res, "mlx5_ib").expect("mlx5_ib comes with mlx5_core");
+        assert!(
+            matches!(&res.modules[ib].why, Why::Companion { of, .. } if of == "mlx5_core"),
+            "{:?}",
+            res.modules[ib].why
+        );
+        // mlx5_ib is an RDMA provider: the upper layers rdma-core's udev
+        // rules would load come too, loaded explicitly.
+        let ulps: Vec<&str> = RDMA_ULPS
+            .iter()
+            .copied()
+            .filter(|u| dir.path_of(u).unwrap().is_some())
+            .collect();
+        assert!(!ulps.is_empty());
+        let loads = res.load_list();
+        for u in &ulps {
+            assert!(loads.contains(u), "{u} not loaded: {loads:?}");
+        }
+        let without = resolve(&dir, &release, &["mlx5_core".into()], &opts(false)).unwrap();
+        assert!(position(&without, "mlx5_ib").is_none());
+    }
+
+    #[test]
+    fn old_built_in_and_unknown_names() {
+        let (dir, release) = tree();
+        // A name merged into another module: its replacement comes instead.
+        let res = resolve(&dir, &release, &["ib_addr".into()], &opts(false)).unwrap();
+        assert!(
+            matches!(&res.notes[..], [NameNote::Legacy { name, replacement: Some(r), replacement_added: true, .. }]
+                if name == "ib_addr" && r == "ib_core"),
+            "{:?}",
+            res.notes
+        );
+        let core = position(&res, "ib_core").expect("ib_core replaces ib_addr");
+        assert_eq!(
+            res.modules[core].why,
+            Why::Replacement {
+                of: "ib_addr".into()
+            }
+        );
+        // Built in (modules.builtin, which depmod's input lists): a note,
+        // nothing to add.
+        let builtin =
+            std::fs::read_to_string(Path::new(dir.dir()).join("modules.builtin")).unwrap();
+        let name = builtin
+            .lines()
+            .find_map(|l| kmodkit_index::name::module_name_from_path(Path::new(l)))
+            .expect("a built-in module");
+        let res = resolve(&dir, &release, &[name.clone()], &opts(false)).unwrap();
+        assert!(res.modules.is_empty(), "{:?}", res.modules);
+        assert!(
+            matches!(&res.notes[..], [NameNote::BuiltIn { name: n }] if *n == name),
+            "{:?}",
+            res.notes
+        );
+        // A typo: an error with the close match.
+        let err = resolve(&dir, &release, &["e1000ee".into()], &opts(false)).unwrap_err();
+        let InjectError::UnknownModules { unknown, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(unknown[0].0, "e1000ee");
+        assert!(unknown[0].1.iter().any(|c| c == "e1000e"), "{err}");
+    }
+
+    #[test]
+    fn firmware_is_found_where_the_kernel_looks_first() {
+        let (dir, release) = tree();
+        let scratch = tempfile::tempdir().unwrap();
+        let fw_dir = scratch.path().join("firmware");
+        let mut o = opts(false);
+        o.firmware = true;
+        o.firmware_dir = fw_dir.clone();
+        // No firmware directory: every file the module names is missing.
+        let res = resolve(&dir, &release, &["bnx2x".into()], &o).unwrap();
+        let bnx2x = &res.modules[position(&res, "bnx2x").unwrap()];
+        let named: Vec<String> = bnx2x
+            .read()
+            .unwrap()
+            .modinfo_values("firmware")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        assert!(!named.is_empty(), "bnx2x names its firmware");
+        let missing: Vec<&str> = res
+            .missing_firmware
+            .iter()
+            .filter(|m| m.module == "bnx2x")
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(
+            missing,
+            named.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert!(res.firmware.is_empty());
+        // The first one both under the release (compressed) and at the
+        // top: fw_path order (drivers/base/firmware_loader/main.c) takes
+        // the release's.
+        let first = &named[0];
+        for rel in [format!("{release}/{first}.zst"), first.clone()] {
+            let p = fw_dir.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"fw").unwrap();
+        }
+        let res = resolve(&dir, &release, &["bnx2x".into()], &o).unwrap();
+        let found: Vec<(&str, &str)> = res
+            .firmware
+            .iter()
+            .map(|f| (f.name.as_str(), f.relpath.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [(first.as_str(), format!("{release}/{first}.zst").as_str())]
+        );
+        assert_eq!(res.missing_firmware.len(), missing.len() - 1);
+    }
+}

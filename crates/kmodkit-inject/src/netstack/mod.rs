@@ -233,6 +233,50 @@ pub(crate) mod tests {
         assert!(dracut_args(&cfg("10.0.0.2/24", None)).is_err());
     }
 
+    /// Each generator's stacks, in its preference order, filtered by the
+    /// programs the image carries.
+    #[test]
+    fn stacks_are_the_generators_that_the_image_carries() {
+        use crate::image::tests::facts;
+        let names = |g: Generator, f: &ImageFacts| -> Vec<&str> {
+            detect(g, f).iter().map(|s| s.name()).collect()
+        };
+        let dracut = Generator::Dracut { systemd: true };
+        let all = facts(
+            &[],
+            &[
+                ("usr/lib/systemd/systemd-networkd", ""),
+                ("usr/libexec/nm-initrd-generator", ""),
+                ("usr/sbin/NetworkManager", ""),
+                ("usr/sbin/ifup", ""),
+                ("usr/bin/ipconfig", ""),
+                ("bin/busybox", ""),
+            ],
+            &[],
+        );
+        let dracut_all = names(dracut, &all);
+        assert_eq!(dracut_all.len(), 3, "{dracut_all:?}");
+        assert!(dracut_all[0].contains("network-manager"), "{dracut_all:?}");
+        assert!(dracut_all[2].contains("networkd"), "{dracut_all:?}");
+        // NetworkManager before network-legacy before networkd
+        // (modules.d/40network).
+        let only_networkd = facts(&[], &[("lib/systemd/systemd-networkd", "")], &[]);
+        assert_eq!(names(dracut, &only_networkd), [dracut_all[2]]);
+        assert_eq!(names(Generator::InitramfsTools, &all).len(), 1);
+        assert_eq!(names(Generator::PlainInit, &all).len(), 1);
+        // nm-initrd-generator writes profiles only NetworkManager reads.
+        let generator_only = facts(&[], &[("usr/lib/nm-initrd-generator", "")], &[]);
+        assert!(names(dracut, &generator_only).is_empty());
+        // The other generators' programs do not count.
+        assert!(names(Generator::InitramfsTools, &only_networkd).is_empty());
+        assert!(names(
+            Generator::PlainInit,
+            &facts(&[], &[("usr/bin/ipconfig", "")], &[])
+        )
+        .is_empty());
+        assert!(names(dracut, &facts(&[], &[("bin/busybox", "")], &[])).is_empty());
+    }
+
     #[test]
     fn ipoib_names() {
         assert!(is_ipoib(&cfg("dhcp", Some("ib0"))));
