@@ -689,6 +689,24 @@ mod tests {
         assert!(unknown[0].1.iter().any(|c| c == "e1000e"), "{err}");
     }
 
+    /// The module error is the source, and the path is said once (by it).
+    #[test]
+    fn a_module_error_keeps_its_cause() {
+        use std::error::Error as _;
+        let m = ResolvedModule {
+            name: "gone".into(),
+            path: PathBuf::from("/nonexistent/kmodkit/gone.ko"),
+            relpath: "kernel/gone.ko".into(),
+            why: Why::Requested,
+            load: true,
+        };
+        let err = m.read().unwrap_err();
+        let source = err.source().expect("the module error is the source");
+        assert!(source.to_string().contains("/nonexistent/kmodkit/gone.ko"));
+        assert!(!err.to_string().contains("gone.ko"), "{err}");
+        assert!(err.to_string().contains("gone"), "{err}");
+    }
+
     #[test]
     fn firmware_is_found_where_the_kernel_looks_first() {
         let (dir, release) = tree();
