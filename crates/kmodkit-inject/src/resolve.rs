@@ -673,7 +673,7 @@ mod tests {
             .lines()
             .find_map(|l| kmodkit_index::name::module_name_from_path(Path::new(l)))
             .expect("a built-in module");
-        let res = resolve(&dir, &release, &[name.clone()], &opts(false)).unwrap();
+        let res = resolve(&dir, &release, std::slice::from_ref(&name), &opts(false)).unwrap();
         assert!(res.modules.is_empty(), "{:?}", res.modules);
         assert!(
             matches!(&res.notes[..], [NameNote::BuiltIn { name: n }] if *n == name),
