@@ -349,7 +349,10 @@ impl Index {
     ) -> Result<(), IndexError> {
         let mut i = 0usize;
         loop {
-            let wildcard = node.prefix.iter().position(|c| matches!(c, b'*' | b'?' | b'['));
+            let wildcard = node
+                .prefix
+                .iter()
+                .position(|c| matches!(c, b'*' | b'?' | b'['));
             let literal = &node.prefix[..wildcard.unwrap_or(node.prefix.len())];
             if key.get(i..i + literal.len()) != Some(literal) {
                 return Ok(());
@@ -393,13 +396,20 @@ impl Index {
         budget: &mut Budget,
         out: &mut Vec<IndexValue>,
     ) -> Result<(), IndexError> {
-        self.walk(node, j, buf, budget, |_, _| {}, |node, buf| {
-            if !node.values.is_empty() && fnmatch(buf, subkey) {
-                for (p, v) in &node.values {
-                    Self::add_value(out, *p, v);
+        self.walk(
+            node,
+            j,
+            buf,
+            budget,
+            |_, _| {},
+            |node, buf| {
+                if !node.values.is_empty() && fnmatch(buf, subkey) {
+                    for (p, v) in &node.values {
+                        Self::add_value(out, *p, v);
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Depth-first walk below `start` in key order, with an explicit stack:

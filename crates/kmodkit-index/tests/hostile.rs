@@ -45,7 +45,8 @@ impl Raw {
             off |= CHILDS;
         }
         if !values.is_empty() {
-            self.0.extend_from_slice(&(values.len() as u32).to_be_bytes());
+            self.0
+                .extend_from_slice(&(values.len() as u32).to_be_bytes());
             for v in values {
                 self.0.extend_from_slice(&0u32.to_be_bytes());
                 self.0.extend_from_slice(v);
