@@ -91,6 +91,9 @@ pub struct IndexValue {
     pub value: Vec<u8>,
 }
 
+/// A key and the values stored under it, as [`Index::entries`] lists them.
+pub type Entry = (Vec<u8>, Vec<IndexValue>);
+
 /// A parsed node: offsets into the file, nothing copied.
 struct Node<'a> {
     /// File offset of the node, flags masked off.
@@ -461,7 +464,7 @@ impl Index {
     }
 
     /// Every (key, values) pair in key order, as `index_dump` walks them.
-    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<IndexValue>)>, IndexError> {
+    pub fn entries(&self) -> Result<Vec<Entry>, IndexError> {
         let mut out = Vec::new();
         let mut buf = Vec::new();
         let mut budget = self.budget();

@@ -138,7 +138,7 @@ fn module_entry_points(root: &Path, kver: &str, name: &str, bytes: &[u8]) {
     }
 
     // abi check against the real kernel's symbols.
-    let _ = kmodkit_abi::check(&fx.target, &[path.clone()], "extra");
+    let _ = kmodkit_abi::check(&fx.target, std::slice::from_ref(&path), "extra");
 }
 
 struct Touch;
