@@ -47,6 +47,41 @@ pub enum IndexError {
     BadMagic { path: PathBuf, found: u32 },
     #[error("{}: unsupported index version {found:#010x} (major 2 expected)", path.display())]
     BadVersion { path: PathBuf, found: u32 },
+    #[error("{}: damaged index: node at offset {offset:#x} {problem}; run depmod to rebuild it", path.display())]
+    Damaged {
+        path: PathBuf,
+        offset: u32,
+        problem: Damage,
+    },
+}
+
+/// What is wrong with a node of a damaged index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// The node's prefix, child table or values run past the end of the file.
+    Truncated,
+    /// A child offset is not below its parent's. depmod writes every child
+    /// before its parent (kmod 30 `tools/depmod.c` `index_write__node`), so
+    /// offsets strictly decrease from the root down; anything else would be
+    /// a loop.
+    ChildNotBelow { child: u32 },
+    /// A walk over the trie visited more nodes than the file has bytes:
+    /// some node is reached from two parents, so the file is not a tree and
+    /// walking it could take exponential time.
+    NotATree,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Truncated => f.write_str("runs past the end of the file"),
+            Damage::ChildNotBelow { child } => write!(
+                f,
+                "points to a child at offset {child:#x}, not below it (children are written before their parents)"
+            ),
+            Damage::NotATree => f.write_str("starts a walk that reaches some node twice (not a tree)"),
+        }
+    }
 }
 
 /// A value stored under a key, with its priority (lower sorts first).
@@ -56,8 +91,13 @@ pub struct IndexValue {
     pub value: Vec<u8>,
 }
 
+/// A key and the values stored under it, as [`Index::entries`] lists them.
+pub type Entry = (Vec<u8>, Vec<IndexValue>);
+
 /// A parsed node: offsets into the file, nothing copied.
 struct Node<'a> {
+    /// File offset of the node, flags masked off.
+    offset: u32,
     prefix: &'a [u8],
     first: u8,
     last: u8,
@@ -65,10 +105,12 @@ struct Node<'a> {
     values: Vec<(u32, &'a [u8])>,
 }
 
-/// An index held in memory. Every read is bounds-checked: a damaged file
-/// makes lookups miss, never panic.
+/// An index held in memory. Every read is bounds-checked and every walk
+/// is bounded: a damaged file gives an [`IndexError::Damaged`] naming the
+/// node, never a panic, a stack overflow or an endless loop.
 #[derive(Debug)]
 pub struct Index {
+    path: PathBuf,
     data: Vec<u8>,
     root: u32,
 }
@@ -82,6 +124,19 @@ fn cstr(data: &[u8], off: usize) -> Option<(&[u8], usize)> {
     let tail = data.get(off..)?;
     let n = tail.iter().position(|&b| b == 0)?;
     Some((&tail[..n], off + n + 1))
+}
+
+/// How many more nodes one walk may visit. In a tree every node is visited
+/// at most once and each sits at its own file offset, so a walk that needs
+/// more visits than the file has bytes has met a shared node.
+struct Budget(usize);
+
+/// One node being walked by [`Index::walk`]: the next child byte to try
+/// and the key length to return to when the node is left.
+struct Frame<'a> {
+    node: Node<'a>,
+    next: u16,
+    buf_len: usize,
 }
 
 impl Index {
@@ -103,6 +158,8 @@ impl Index {
         }
     }
 
+    /// Checks the header only; nodes are checked as lookups reach them, so
+    /// opening a large index costs nothing (libkmod mmaps it likewise).
     pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<Index, IndexError> {
         let magic = be32(&data, 0).unwrap_or(0);
         if magic != MAGIC {
@@ -119,13 +176,53 @@ impl Index {
             });
         }
         let root = be32(&data, 8).unwrap_or(0);
-        Ok(Index { data, root })
+        Ok(Index {
+            path: path.to_path_buf(),
+            data,
+            root,
+        })
     }
 
-    fn node(&self, offset: u32) -> Option<Node<'_>> {
-        if offset & NODE_MASK == 0 {
-            return None;
+    /// The file this index was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn damaged(&self, offset: u32, problem: Damage) -> IndexError {
+        IndexError::Damaged {
+            path: self.path.clone(),
+            offset,
+            problem,
         }
+    }
+
+    fn budget(&self) -> Budget {
+        Budget(self.data.len())
+    }
+
+    fn spend(&self, budget: &mut Budget, offset: u32) -> Result<(), IndexError> {
+        match budget.0.checked_sub(1) {
+            Some(left) => {
+                budget.0 = left;
+                Ok(())
+            }
+            None => Err(self.damaged(offset, Damage::NotATree)),
+        }
+    }
+
+    /// The node at `offset` (flags in the top bits); `Ok(None)` for offset
+    /// 0, which kmod writes for "no child".
+    fn node(&self, offset: u32) -> Result<Option<Node<'_>>, IndexError> {
+        let at = offset & NODE_MASK;
+        if at == 0 {
+            return Ok(None);
+        }
+        self.parse_node(offset)
+            .map(Some)
+            .ok_or_else(|| self.damaged(at, Damage::Truncated))
+    }
+
+    fn parse_node(&self, offset: u32) -> Option<Node<'_>> {
         let data = &self.data;
         let mut p = (offset & NODE_MASK) as usize;
         let prefix: &[u8] = if offset & FLAG_PREFIX != 0 {
@@ -137,10 +234,11 @@ impl Index {
         };
         let (first, last, children) = if offset & FLAG_CHILDS != 0 {
             let first = *data.get(p)?;
-            let last = *data.get(p + 1)?;
+            let last = *data.get(p.checked_add(1)?)?;
             p += 2;
+            // At most 256 entries: the table is bounded by the byte range.
             let count = (last as usize + 1).checked_sub(first as usize)?;
-            let children = data.get(p..p + 4 * count)?;
+            let children = data.get(p..p.checked_add(4 * count)?)?;
             p += 4 * count;
             (first, last, children)
         } else {
@@ -148,16 +246,19 @@ impl Index {
         };
         let mut values = Vec::new();
         if offset & FLAG_VALUES != 0 {
-            let count = be32(data, p)? as usize;
+            // The count is not trusted for an allocation: each value read
+            // consumes at least five bytes, so the loop ends at the file's end.
+            let count = be32(data, p)?;
             p += 4;
             for _ in 0..count {
                 let priority = be32(data, p)?;
-                let (v, next) = cstr(data, p + 4)?;
+                let (v, next) = cstr(data, p.checked_add(4)?)?;
                 p = next;
                 values.push((priority, v));
             }
         }
         Some(Node {
+            offset: offset & NODE_MASK,
             prefix,
             first,
             last,
@@ -166,29 +267,45 @@ impl Index {
         })
     }
 
-    fn child(&self, node: &Node<'_>, ch: u8) -> Option<Node<'_>> {
+    fn child(&self, node: &Node<'_>, ch: u8) -> Result<Option<Node<'_>>, IndexError> {
         if ch < node.first || ch > node.last {
-            return None;
+            return Ok(None);
         }
         let i = (ch - node.first) as usize;
-        self.node(be32(node.children, i * 4)?)
+        let Some(offset) = be32(node.children, i * 4) else {
+            return Err(self.damaged(node.offset, Damage::Truncated));
+        };
+        let child = offset & NODE_MASK;
+        if child != 0 && child >= node.offset {
+            return Err(self.damaged(node.offset, Damage::ChildNotBelow { child }));
+        }
+        self.node(offset)
+    }
+
+    fn root(&self) -> Result<Option<Node<'_>>, IndexError> {
+        self.node(self.root)
     }
 
     /// The first value stored under exactly `key` (kmod's `index_search`).
-    pub fn search(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let mut node = self.node(self.root)?;
+    pub fn search(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IndexError> {
+        let Some(mut node) = self.root()? else {
+            return Ok(None);
+        };
         let mut i = 0usize;
+        // Each step consumes at least one key byte: at most key.len() steps.
         loop {
             for (j, &ch) in node.prefix.iter().enumerate() {
                 if key.get(i + j) != Some(&ch) {
-                    return None;
+                    return Ok(None);
                 }
             }
             i += node.prefix.len();
-            if i == key.len() {
-                return node.values.first().map(|(_, v)| v.to_vec());
-            }
-            let next = self.child(&node, key[i])?;
+            let Some(&ch) = key.get(i) else {
+                return Ok(node.values.first().map(|(_, v)| v.to_vec()));
+            };
+            let Some(next) = self.child(&node, ch)? else {
+                return Ok(None);
+            };
             node = next;
             i += 1;
         }
@@ -198,13 +315,14 @@ impl Index {
     /// sorted by priority; equal priorities keep kmod's order (later found
     /// first). Mirrors `index_searchwild` step by step, since the order is
     /// visible to users (modinfo prints modules in it).
-    pub fn search_wild(&self, key: &[u8]) -> Vec<IndexValue> {
+    pub fn search_wild(&self, key: &[u8]) -> Result<Vec<IndexValue>, IndexError> {
         let mut out = Vec::new();
         let mut buf = Vec::new();
-        if let Some(root) = self.node(self.root) {
-            self.wild_node(root, &mut buf, key, 0, &mut out);
+        let mut budget = self.budget();
+        if let Some(root) = self.root()? {
+            self.wild_node(root, &mut buf, key, &mut budget, &mut out)?;
         }
-        out
+        Ok(out)
     }
 
     fn add_value(out: &mut Vec<IndexValue>, priority: u32, value: &[u8]) {
@@ -221,108 +339,158 @@ impl Index {
         );
     }
 
+    /// `index_searchwild__node`: follows `key` down the trie; at every
+    /// wildcard branch on the way, collects the whole subtree and matches
+    /// its keys as patterns.
     fn wild_node<'a>(
         &'a self,
         mut node: Node<'a>,
         buf: &mut Vec<u8>,
         key: &[u8],
-        mut i: usize,
+        budget: &mut Budget,
         out: &mut Vec<IndexValue>,
-    ) {
+    ) -> Result<(), IndexError> {
+        let mut i = 0usize;
         loop {
-            for (j, &ch) in node.prefix.iter().enumerate() {
-                if matches!(ch, b'*' | b'?' | b'[') {
-                    let sub = key.get(i + j..).unwrap_or(&[]);
-                    self.wild_all(&node, j, buf, sub, out);
-                    return;
-                }
-                if key.get(i + j) != Some(&ch) {
-                    return;
-                }
+            let wildcard = node
+                .prefix
+                .iter()
+                .position(|c| matches!(c, b'*' | b'?' | b'['));
+            let literal = &node.prefix[..wildcard.unwrap_or(node.prefix.len())];
+            if key.get(i..i + literal.len()) != Some(literal) {
+                return Ok(());
+            }
+            if let Some(j) = wildcard {
+                let sub = key.get(i + j..).unwrap_or(&[]);
+                return self.wild_all(node, j, buf, sub, budget, out);
             }
             i += node.prefix.len();
+            let rest = key.get(i..).unwrap_or(&[]);
             for wc in [b'*', b'?', b'['] {
-                if let Some(child) = self.child(&node, wc) {
+                if let Some(child) = self.child(&node, wc)? {
                     buf.push(wc);
-                    self.wild_all(&child, 0, buf, &key[i..], out);
+                    self.wild_all(child, 0, buf, rest, budget, out)?;
                     buf.pop();
                 }
             }
-            if i == key.len() {
+            let Some(&ch) = rest.first() else {
                 for (p, v) in &node.values {
                     Self::add_value(out, *p, v);
                 }
-                return;
-            }
-            match self.child(&node, key[i]) {
+                return Ok(());
+            };
+            match self.child(&node, ch)? {
                 Some(next) => node = next,
-                None => return,
+                None => return Ok(()),
             }
             i += 1;
         }
     }
 
-    fn wild_all(
-        &self,
-        node: &Node<'_>,
+    /// `index_searchwild__all`: every key below `node` (its prefix from
+    /// byte `j` on) is a pattern; values of those matching `subkey` are
+    /// added, children before their parent as kmod does.
+    fn wild_all<'a>(
+        &'a self,
+        node: Node<'a>,
         j: usize,
         buf: &mut Vec<u8>,
         subkey: &[u8],
+        budget: &mut Budget,
         out: &mut Vec<IndexValue>,
-    ) {
-        let pushed = node.prefix.len().saturating_sub(j);
-        buf.extend_from_slice(node.prefix.get(j..).unwrap_or(&[]));
-        if node.first <= node.last {
-            for ch in node.first..=node.last {
-                if let Some(child) = self.child(node, ch) {
-                    buf.push(ch);
-                    self.wild_all(&child, 0, buf, subkey, out);
-                    buf.pop();
+    ) -> Result<(), IndexError> {
+        self.walk(
+            node,
+            j,
+            buf,
+            budget,
+            |_, _| {},
+            |node, buf| {
+                if !node.values.is_empty() && fnmatch(buf, subkey) {
+                    for (p, v) in &node.values {
+                        Self::add_value(out, *p, v);
+                    }
                 }
+            },
+        )
+    }
+
+    /// Depth-first walk below `start` in key order, with an explicit stack:
+    /// a hostile file may be deep (one node every few bytes), which
+    /// recursion would turn into a stack overflow. `buf` holds the key of
+    /// the node being visited when `enter` (before its children) and
+    /// `leave` (after them) are called.
+    fn walk<'a>(
+        &'a self,
+        start: Node<'a>,
+        skip: usize,
+        buf: &mut Vec<u8>,
+        budget: &mut Budget,
+        mut enter: impl FnMut(&Node<'a>, &[u8]),
+        mut leave: impl FnMut(&Node<'a>, &[u8]),
+    ) -> Result<(), IndexError> {
+        self.spend(budget, start.offset)?;
+        let buf_len = buf.len();
+        buf.extend_from_slice(start.prefix.get(skip..).unwrap_or(&[]));
+        enter(&start, buf);
+        let mut stack = vec![Frame {
+            next: u16::from(start.first),
+            node: start,
+            buf_len,
+        }];
+        while let Some(top) = stack.last_mut() {
+            if top.next <= u16::from(top.node.last) {
+                // `next` fits in a byte here: it is at most `last`.
+                let ch = top.next as u8;
+                top.next += 1;
+                if let Some(child) = self.child(&top.node, ch)? {
+                    self.spend(budget, child.offset)?;
+                    let buf_len = buf.len();
+                    buf.push(ch);
+                    buf.extend_from_slice(child.prefix);
+                    enter(&child, buf);
+                    stack.push(Frame {
+                        next: u16::from(child.first),
+                        node: child,
+                        buf_len,
+                    });
+                }
+            } else if let Some(done) = stack.pop() {
+                leave(&done.node, buf);
+                buf.truncate(done.buf_len);
             }
         }
-        if !node.values.is_empty() && fnmatch(buf, subkey) {
-            for (p, v) in &node.values {
-                Self::add_value(out, *p, v);
-            }
-        }
-        buf.truncate(buf.len() - pushed);
+        Ok(())
     }
 
     /// Every (key, values) pair in key order, as `index_dump` walks them.
-    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<IndexValue>)> {
+    pub fn entries(&self) -> Result<Vec<Entry>, IndexError> {
         let mut out = Vec::new();
         let mut buf = Vec::new();
-        if let Some(root) = self.node(self.root) {
-            self.dump(&root, &mut buf, &mut out);
+        let mut budget = self.budget();
+        if let Some(root) = self.root()? {
+            self.walk(
+                root,
+                0,
+                &mut buf,
+                &mut budget,
+                |node, key| {
+                    if !node.values.is_empty() {
+                        let values = node
+                            .values
+                            .iter()
+                            .map(|(p, v)| IndexValue {
+                                priority: *p,
+                                value: v.to_vec(),
+                            })
+                            .collect();
+                        out.push((key.to_vec(), values));
+                    }
+                },
+                |_, _| {},
+            )?;
         }
-        out
-    }
-
-    fn dump(&self, node: &Node<'_>, buf: &mut Vec<u8>, out: &mut Vec<(Vec<u8>, Vec<IndexValue>)>) {
-        let len = buf.len();
-        buf.extend_from_slice(node.prefix);
-        if !node.values.is_empty() {
-            let values = node
-                .values
-                .iter()
-                .map(|(p, v)| IndexValue {
-                    priority: *p,
-                    value: v.to_vec(),
-                })
-                .collect();
-            out.push((buf.clone(), values));
-        }
-        if node.first <= node.last {
-            for ch in node.first..=node.last {
-                if let Some(child) = self.child(node, ch) {
-                    buf.push(ch);
-                    self.dump(&child, buf, out);
-                    buf.pop();
-                }
-            }
-        }
-        buf.truncate(len);
+        Ok(out)
     }
 }
 

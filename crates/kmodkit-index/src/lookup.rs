@@ -105,7 +105,7 @@ impl ModuleDirectory {
             return Ok(None);
         };
         Ok(idx
-            .search(name.as_bytes())
+            .search(name.as_bytes())?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
@@ -122,9 +122,10 @@ impl ModuleDirectory {
     }
 
     fn is_builtin_name(&self, name: &str) -> Result<bool, LookupError> {
-        Ok(self
-            .index("modules.builtin.bin")?
-            .is_some_and(|idx| idx.search(name.as_bytes()).is_some()))
+        match self.index("modules.builtin.bin")? {
+            Some(idx) => Ok(idx.search(name.as_bytes())?.is_some()),
+            None => Ok(false),
+        }
     }
 
     fn search_alias_index(
@@ -136,7 +137,7 @@ impl ModuleDirectory {
         let Some(idx) = self.index(index)? else {
             return Ok(Vec::new());
         };
-        idx.search_wild(alias.as_bytes())
+        idx.search_wild(alias.as_bytes())?
             .into_iter()
             .map(|v| {
                 let name = String::from_utf8_lossy(&v.value).into_owned();

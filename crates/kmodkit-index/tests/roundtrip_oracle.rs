@@ -29,7 +29,7 @@ fn rebuilding_kmod_indexes_gives_identical_bytes() {
             let index = Index::from_bytes(&path, original.clone()).unwrap();
             let mut builder = IndexBuilder::new();
             let mut values = 0;
-            for (key, vals) in index.entries() {
+            for (key, vals) in index.entries().unwrap() {
                 // Equal priorities come out last-inserted first: insert in reverse.
                 for v in vals.iter().rev() {
                     builder.insert(&key, &v.value, v.priority).unwrap();

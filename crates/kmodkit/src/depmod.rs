@@ -293,7 +293,11 @@ fn emit(
             "diagnostics": diagnostics.iter().map(|(s, m)| serde_json::json!({"severity": s, "message": m})).collect::<Vec<_>>(),
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string_pretty(&summary)?
+        )?;
     }
     Ok(true)
 }

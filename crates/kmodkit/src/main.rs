@@ -13,6 +13,7 @@ mod progress;
 mod read_flags;
 mod weak_modules;
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -51,6 +52,10 @@ fn main() -> ExitCode {
     let json = wants_json(&matches);
     match run(cli, &matches) {
         Ok(code) => ExitCode::from(code),
+        // `kmodkit initrd ls IMG | head -1`: the reader had enough. A
+        // closed pipe is a normal end of output, not a failure (ripgrep's
+        // main does the same); Rust ignores SIGPIPE, so it arrives here.
+        Err(e) if e.chain().any(is_broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
             report_error(&e, json);
             if e.downcast_ref::<UsageError>().is_some() {
@@ -74,15 +79,54 @@ fn wants_json(matches: &clap::ArgMatches) -> bool {
 /// An error on stderr; with `--json` also as one JSON object on stdout
 /// (`{"error": {"message": ..., "causes": [...]}}`), so a script reading
 /// stdout gets a document either way.
+/// Written with `writeln!`, not `eprintln!`/`println!`, which panic when
+/// the stream is a closed pipe; nothing is left to tell if both are gone.
 fn report_error(e: &anyhow::Error, json: bool) {
-    eprintln!("kmodkit: error: {e:#}");
+    let _ = writeln!(io::stderr().lock(), "kmodkit: error: {e:#}");
     if json {
         let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
         let doc = serde_json::json!({
             "error": { "message": e.to_string(), "causes": causes }
         });
-        println!("{doc}");
+        let _ = writeln!(io::stdout().lock(), "{doc}");
     }
+}
+
+/// Whether `e` is a write to a closed pipe, also where a library error or
+/// an `io::Error` wrapper holds the OS error in a field rather than as
+/// its `source()` (those are not visited by `anyhow::Error::chain`).
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        if io.kind() == io::ErrorKind::BrokenPipe {
+            return true;
+        }
+        if let Some(inner) = io.get_ref() {
+            if is_broken_pipe(inner) {
+                return true;
+            }
+        }
+    }
+    if let Some(json) = e.downcast_ref::<serde_json::Error>() {
+        // serde_json's source() skips the io::Error it wraps.
+        if json.io_error_kind() == Some(io::ErrorKind::BrokenPipe) {
+            return true;
+        }
+    }
+    match e.downcast_ref::<kmodkit_initramfs::Error>() {
+        Some(kmodkit_initramfs::Error::Write { cause, .. }) if is_broken_pipe(cause) => {
+            return true;
+        }
+        Some(kmodkit_initramfs::Error::Incomplete { cause, .. }) if is_broken_pipe(&**cause) => {
+            return true;
+        }
+        _ => {}
+    }
+    if let Some(kmodkit_depmod::DepmodError::Io { cause, .. }) = e.downcast_ref() {
+        if is_broken_pipe(cause) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Runs a command; returns the exit code.

@@ -144,11 +144,18 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         }
         if args.dry_run {
             let links = weak::current_links(root, &root.join("lib/modules").join(&k));
-            println!("would remove {} weak-updates links of {k}", links.len());
+            writeln!(
+                std::io::stdout().lock(),
+                "would remove {} weak-updates links of {k}",
+                links.len()
+            )?;
         } else {
             let n = weak::remove_kernel_links(root, &k)?;
             if args.verbose {
-                println!("removed {n} weak-updates links of {k}");
+                writeln!(
+                    std::io::stdout().lock(),
+                    "removed {n} weak-updates links of {k}"
+                )?;
             }
         }
         return Ok(true);
@@ -168,16 +175,17 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
             .next()
             .unwrap_or_default();
         if args.dry_run {
-            println!(
+            writeln!(
+                std::io::stdout().lock(),
                 "would write {} with: {}",
                 root.join("etc/depmod.d")
                     .join(weak::DEPMOD_CONF_NAME)
                     .display(),
                 weak::DEPMOD_CONF.lines().last().unwrap_or_default()
-            );
+            )?;
         } else {
             let path = weak::write_depmod_conf(root, &any)?;
-            println!("wrote {}", path.display());
+            writeln!(std::io::stdout().lock(), "wrote {}", path.display())?;
         }
         let kernels = weak::installed_kernels(root)
             .into_iter()
@@ -459,12 +467,10 @@ fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()
     }
     let generator = Generator::detect(&facts);
     let Some(cmd) = generator.rebuild_command(kernel) else {
-        println!(
-            "rebuild {} by the means that made it (a {} image; kmodkit knows no command for it): it holds changed module(s) {}",
+        writeln!(std::io::stdout().lock(), "rebuild {} by the means that made it (a {} image; kmodkit knows no command for it): it holds changed module(s) {}",
             image.display(),
             generator.name(),
-            changed.join(", ")
-        );
+            changed.join(", "))?;
         return Ok(());
     };
     let words: Vec<&str> = cmd.split_whitespace().collect();
@@ -479,12 +485,13 @@ fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()
         } else {
             format!("{tool} is not installed")
         };
-        println!(
+        writeln!(
+            std::io::stdout().lock(),
             "would run: {cmd} (the {} image {} holds changed module(s) {}; {why})",
             generator.name(),
             image.display(),
             changed.join(", ")
-        );
+        )?;
         return Ok(());
     }
     let status = std::process::Command::new(tool)
