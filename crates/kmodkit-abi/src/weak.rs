@@ -14,7 +14,8 @@
 //! as one step: the new link tree is built in a staging directory, the
 //! index computed for it (depmod in-process, reading the staged links),
 //! both are committed with a marker, then the link tree is swapped in with
-//! `renameat2(RENAME_EXCHANGE)` and the index files renamed. [`recover`]
+//! `renameat2(RENAME_EXCHANGE)` and the index files renamed (the protocol
+//! of [`kmodkit_commit::StagedSet`]). [`recover`]
 //! completes a committed change or discards an uncommitted one, so after
 //! any crash K has the old links with the old index or the new links with
 //! the new index.
@@ -29,8 +30,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use kmodkit_commit::{
+    fault_point, hoist_subdir, recover_set, CommitError, Recovery, StagedSet, COMMIT_MARKER,
+};
 use kmodkit_depmod::config::{root_config_dirs, DepmodConfig, Search};
-use kmodkit_depmod::{output, write, ModuleTree, TreeOptions};
+use kmodkit_depmod::{output, ModuleTree, TreeOptions};
 
 use crate::{check, Target, Verdict};
 
@@ -40,8 +44,8 @@ pub fn staging_dir(root: &Path, kernel: &str) -> PathBuf {
     root.join("lib/modules")
         .join(format!(".kmodkit-weak-{kernel}.staging"))
 }
-const GENERATION: &str = ".kmodkit-generation";
-const COMMITTED: &str = "COMMITTED";
+/// Where releases before the set protocol staged the index files.
+const LEGACY_INDEX_DIR: &str = "index";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeakError {
@@ -51,6 +55,8 @@ pub enum WeakError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     #[error(transparent)]
     Target(#[from] crate::TargetError),
     #[error(transparent)]
@@ -365,35 +371,6 @@ pub fn plan(
     })
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), WeakError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
-}
-
-/// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two directory entries atomically.
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both are valid NUL-terminated paths; the call has no other
-    // memory effects.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Where weak-modules keeps its module cache under a root: parsed in-tree
 /// modules are reused when the index is regenerated.
 pub fn default_cache_dir(root: &Path) -> PathBuf {
@@ -405,28 +382,19 @@ pub fn default_cache_dir(root: &Path) -> PathBuf {
 pub fn apply(root: &Path, plan: &Plan, cache: Option<&Path>) -> Result<(), WeakError> {
     let module_dir = root.join("lib/modules").join(&plan.kernel);
     recover(root, &plan.kernel)?;
-    let staging = staging_dir(root, &plan.kernel);
-    let staged_links = staging.join("weak-updates");
-    std::fs::create_dir_all(&staged_links).map_err(io(&staged_links))?;
-    let token = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
+    let mut set = StagedSet::begin(&module_dir, &staging_dir(root, &plan.kernel))?;
+    let staged_links = set.stage_dir("weak-updates")?;
     for (rel, target) in &plan.links {
         let link = staged_links.join(rel);
         if let Some(parent) = link.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        write::fault_point("link");
+        fault_point("link");
         // The text is computed for the live location; the staging directory
         // is at the same depth, so it resolves there too.
         let live_link = module_dir.join("weak-updates").join(rel);
         std::os::unix::fs::symlink(link_text(&live_link, target), &link).map_err(io(&link))?;
     }
-    std::fs::write(staged_links.join(GENERATION), &token).map_err(io(&staged_links))?;
 
     // The index the kernel will have with the new links, computed now.
     let root_s = root.display().to_string();
@@ -441,56 +409,10 @@ pub fn apply(root: &Path, plan: &Plan, cache: Option<&Path>) -> Result<(), WeakE
     options.cache = cache.map(Path::to_path_buf);
     let tree = ModuleTree::load(options)?;
     let (files, _) = output::render_all(&tree)?;
-    let index_dir = staging.join("index");
-    std::fs::create_dir_all(&index_dir).map_err(io(&index_dir))?;
     for f in &files {
-        let p = index_dir.join(f.name);
-        write::fault_point("index");
-        let mut out = std::fs::File::create(&p).map_err(io(&p))?;
-        std::io::Write::write_all(&mut out, &f.contents).map_err(io(&p))?;
-        out.sync_all().map_err(io(&p))?;
+        set.write_file(f.name, &f.contents)?;
     }
-    fsync_dir(&index_dir)?;
-    fsync_dir(&staging)?;
-    write::fault_point("commit");
-    let marker = staging.join(COMMITTED);
-    std::fs::write(&marker, &token).map_err(io(&marker))?;
-    std::fs::File::open(&marker)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&marker))?;
-    fsync_dir(&staging)?;
-    install(&module_dir, &staging, &token)
-}
-
-/// The committed change's second half: swap the link tree in, move the
-/// index files, clean up. Idempotent, so recovery can repeat it.
-fn install(module_dir: &Path, staging: &Path, token: &str) -> Result<(), WeakError> {
-    let live = module_dir.join("weak-updates");
-    let staged = staging.join("weak-updates");
-    let live_token = std::fs::read_to_string(live.join(GENERATION)).unwrap_or_default();
-    if live_token != token {
-        write::fault_point("swap");
-        if live.exists() {
-            exchange(&staged, &live).map_err(io(&live))?;
-        } else {
-            std::fs::rename(&staged, &live).map_err(io(&live))?;
-        }
-        fsync_dir(module_dir)?;
-    }
-    let index_dir = staging.join("index");
-    if let Ok(rd) = std::fs::read_dir(&index_dir) {
-        let mut names: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        names.sort();
-        for src in names {
-            let dst = module_dir.join(src.file_name().unwrap_or_default());
-            write::fault_point("rename");
-            std::fs::rename(&src, &dst).map_err(io(&dst))?;
-        }
-    }
-    fsync_dir(module_dir)?;
-    write::fault_point("cleanup");
-    std::fs::remove_dir_all(staging).map_err(io(staging))?;
-    fsync_dir(module_dir)
+    Ok(set.commit()?)
 }
 
 /// Completes a committed change left by a crash, or discards an
@@ -498,19 +420,13 @@ fn install(module_dir: &Path, staging: &Path, token: &str) -> Result<(), WeakErr
 pub fn recover(root: &Path, kernel: &str) -> Result<bool, WeakError> {
     let module_dir = root.join("lib/modules").join(kernel);
     let staging = staging_dir(root, kernel);
-    if !staging.exists() {
-        return Ok(false);
+    // Releases before kmodkit-commit's StagedSet staged the index files in
+    // `index/`; the set protocol wants them beside `weak-updates/`. Only
+    // a committed set is worth moving (an uncommitted one is removed).
+    if staging.join(COMMIT_MARKER).exists() {
+        hoist_subdir(&staging, LEGACY_INDEX_DIR)?;
     }
-    match std::fs::read_to_string(staging.join(COMMITTED)) {
-        Ok(token) => {
-            install(&module_dir, &staging, &token)?;
-            Ok(true)
-        }
-        Err(_) => {
-            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-            Ok(false)
-        }
-    }
+    Ok(recover_set(&module_dir, &staging)? == Recovery::RolledForward)
 }
 
 /// Removes a kernel's weak-updates links (`--remove-kernel`).
@@ -578,8 +494,6 @@ pub fn write_depmod_conf(root: &Path, kernel: &str) -> Result<PathBuf, DepmodCon
         return Err(DepmodConfError::OtherSearch(other.clone()));
     }
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let tmp = dir.join(format!(".{DEPMOD_CONF_NAME}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, DEPMOD_CONF).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    kmodkit_commit::replace_file(&path, DEPMOD_CONF.as_bytes(), None).map_err(WeakError::from)?;
     Ok(path)
 }

@@ -22,8 +22,17 @@
 //! signal handler takes too, so a signal either stops a commit before its
 //! rename (everything removed, the old file in place) or after it
 //! (everything done).
+//!
+//! The same crate holds the two other shapes of "replace, never half":
+//! [`StagedSet`] replaces several entries of one directory as one step
+//! (staging directory, commit marker, roll-forward [`recover_set`]), and
+//! [`ScratchDir`] is a private working directory that no run leaves
+//! behind. Every temporary name kmodkit uses is defined here, next to the
+//! cleaner that relies on it.
 
 mod fault;
+mod scratch;
+mod set;
 mod signals;
 
 use std::ffi::{OsStr, OsString};
@@ -34,6 +43,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use fault::fault_point;
+pub use scratch::{remove_stale_scratch, ScratchDir};
+pub use set::{
+    hoist_subdir, recover as recover_set, Recovery, StagedSet, COMMIT_MARKER, GENERATION_FILE,
+};
 pub use signals::{cleanup_on_signals, remove_dir_on_signal, Registration};
 
 /// What failed, on which path; the OS error is the source.
@@ -44,6 +57,14 @@ pub struct CommitError {
     pub action: &'static str,
     #[source]
     pub source: io::Error,
+}
+
+/// For callers whose errors are `io::Error`s: the kind is the OS error's,
+/// the message names the path and the step.
+impl From<CommitError> for io::Error {
+    fn from(e: CommitError) -> io::Error {
+        io::Error::new(e.source.kind(), e)
+    }
 }
 
 fn err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> CommitError + 'a {
@@ -240,6 +261,24 @@ impl Drop for Staged {
     }
 }
 
+/// Replaces `target` with `contents` through a [`Staged`] (no backup;
+/// the mode is `mode`, or 0644 before the umask).
+pub fn replace_file(
+    target: &Path,
+    contents: &[u8],
+    mode: Option<u32>,
+) -> Result<Committed, CommitError> {
+    let mut staged = Staged::new(target)?;
+    if let Some(mode) = mode {
+        staged.set_mode(mode)?;
+    }
+    staged
+        .file()
+        .write_all(contents)
+        .map_err(err(&staged.tmp, "write"))?;
+    staged.commit(Backup::None)
+}
+
 /// fsyncs a directory, so a rename in it survives a power cut.
 pub fn fsync_dir(dir: &Path) -> Result<(), CommitError> {
     File::open(dir)
@@ -419,7 +458,7 @@ fn strip_backup_number(r: &[u8]) -> &[u8] {
     r
 }
 
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     let Some(pid) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)

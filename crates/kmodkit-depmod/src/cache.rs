@@ -14,7 +14,6 @@
 //! (string, u64, u8 weak)). Strings are u32 length + bytes.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -185,15 +184,7 @@ impl ModuleCache {
                 out.push(u8::from(*weak));
             }
         }
-        let dir = self.file.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = self
-            .file
-            .with_extension(format!("tmp.{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.file)
+        write_atomically(&self.file, &out)
     }
 }
 
@@ -295,12 +286,11 @@ impl CachedOutput {
     }
 }
 
+/// Through `kmodkit_commit`: the temporary is removed on error and on
+/// signals, and the directory is fsynced after the rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    kmodkit_commit::replace_file(path, bytes, None)?;
+    Ok(())
 }

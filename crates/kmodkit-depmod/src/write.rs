@@ -1,77 +1,44 @@
 //! Replacing a module directory's index files as one set.
 //!
-//! kmod renames each file into place on its own, so a crash can leave a
-//! `modules.dep` from the new run beside a `modules.alias.bin` from the old
-//! one. kmodkit stages the whole set first and rolls forward:
-//!
-//! 1. write every file into `.kmodkit-depmod.staging/` in the module
-//!    directory, fsync each file and the directory;
-//! 2. create `COMMITTED` there (fsync) — from now on the new set is
-//!    decided;
-//! 3. rename each file into the module directory, fsync it, remove the
-//!    staging directory.
-//!
-//! Before touching anything, [`recover`] finishes a committed staging
-//! directory left by a crash (step 3 again) or discards an uncommitted one.
-//! At every instant the files a reader finds are the old set or the new
-//! set once recovery has run; nothing partial is ever renamed into place.
+//! kmod renames each file into place on its own (tools/depmod.c
+//! `depmod_output`), so a crash can leave a `modules.dep` from the new run
+//! beside a `modules.alias.bin` from the old one. kmodkit stages the whole
+//! set in `.kmodkit-depmod.staging/` inside the module directory and rolls
+//! forward: see [`kmodkit_commit::StagedSet`] for the protocol. Before
+//! touching anything, [`recover`] finishes a committed staging directory
+//! left by a crash or discards an uncommitted one.
 
 use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use kmodkit_commit::{CommitError, Recovery, StagedSet};
 
 use crate::output::OutputFile;
 use crate::DepmodError;
 
+/// The staging directory's name; kept from earlier releases so their
+/// leftovers recover.
 pub const STAGING_DIR: &str = ".kmodkit-depmod.staging";
-const COMMIT_MARKER: &str = "COMMITTED";
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DepmodError + '_ {
-    move |cause| DepmodError::Io {
-        path: path.to_path_buf(),
+/// `DepmodError::Io` carries the OS error in its message: the step goes
+/// there too ("cannot rename the new file into place: ...").
+fn commit_err(e: CommitError) -> DepmodError {
+    let cause = std::io::Error::new(
+        e.source.kind(),
+        format!("cannot {}: {}", e.action, e.source),
+    );
+    DepmodError::Io {
+        path: e.path,
         cause,
     }
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), DepmodError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
 }
 
 /// Finishes or discards a staging directory left by an interrupted run.
 /// Returns true when a committed set was rolled forward.
 pub fn recover(module_dir: &Path) -> Result<bool, DepmodError> {
-    let staging = module_dir.join(STAGING_DIR);
-    if !staging.exists() {
-        return Ok(false);
-    }
-    if staging.join(COMMIT_MARKER).exists() {
-        install(module_dir, &staging)?;
-        Ok(true)
-    } else {
-        fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
-        Ok(false)
-    }
-}
-
-/// Moves every staged file into place, then removes the staging directory.
-fn install(module_dir: &Path, staging: &Path) -> Result<(), DepmodError> {
-    let mut names: Vec<PathBuf> = fs::read_dir(staging)
-        .map_err(io_err(staging))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n != COMMIT_MARKER))
-        .collect();
-    names.sort();
-    for src in names {
-        let dst = module_dir.join(src.file_name().unwrap_or_default());
-        fault_point("rename");
-        fs::rename(&src, &dst).map_err(io_err(&dst))?;
-    }
-    fsync_dir(module_dir)?;
-    fault_point("cleanup");
-    fs::remove_dir_all(staging).map_err(io_err(staging))?;
-    fsync_dir(module_dir)
+    let r = kmodkit_commit::recover_set(module_dir, &module_dir.join(STAGING_DIR))
+        .map_err(commit_err)?;
+    Ok(r == Recovery::RolledForward)
 }
 
 /// Writes `files` into `module_dir` as one set (see the module docs).
@@ -89,42 +56,10 @@ pub fn write_set(module_dir: &Path, files: &[OutputFile]) -> Result<(), DepmodEr
         }
         return Ok(());
     }
-    let staging = module_dir.join(STAGING_DIR);
-    fs::create_dir(&staging).map_err(io_err(&staging))?;
+    let mut set =
+        StagedSet::begin(module_dir, &module_dir.join(STAGING_DIR)).map_err(commit_err)?;
     for f in files {
-        let path = staging.join(f.name);
-        fault_point("write");
-        let mut out = File::create(&path).map_err(io_err(&path))?;
-        out.write_all(&f.contents).map_err(io_err(&path))?;
-        out.sync_all().map_err(io_err(&path))?;
+        set.write_file(f.name, &f.contents).map_err(commit_err)?;
     }
-    fsync_dir(&staging)?;
-    fault_point("commit");
-    let marker = staging.join(COMMIT_MARKER);
-    File::create(&marker)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&marker))?;
-    fsync_dir(&staging)?;
-    install(module_dir, &staging)
-}
-
-/// Test hook: with `KMODKIT_FAULT=<point>:<n>`, the process exits abruptly
-/// (as if killed) the n-th time it reaches that point. Lets the
-/// fault-injection tests stop a run between any two steps.
-pub fn fault_point(point: &str) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static HITS: AtomicUsize = AtomicUsize::new(0);
-    let Ok(spec) = std::env::var("KMODKIT_FAULT") else {
-        return;
-    };
-    let Some((name, n)) = spec.split_once(':') else {
-        return;
-    };
-    if name != point && name != "any" {
-        return;
-    }
-    let hit = HITS.fetch_add(1, Ordering::SeqCst) + 1;
-    if n.parse::<usize>().ok() == Some(hit) {
-        std::process::abort();
-    }
+    set.commit().map_err(commit_err)
 }

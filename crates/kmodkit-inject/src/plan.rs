@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use kmodkit_abi::target::Target;
 use kmodkit_abi::Verdict;
+use kmodkit_commit::ScratchDir;
 use kmodkit_depmod::output::render_all;
 use kmodkit_depmod::tree::{profile, ModuleTree, TreeOptions};
 use kmodkit_index::lookup::ModuleDirectory;
@@ -45,6 +46,8 @@ pub struct Request {
     /// depmod.d configuration for the image's index (empty: depmod's
     /// defaults, as the generators ran it).
     pub depmod_config: Vec<PathBuf>,
+    /// Where the scratch directory is made (see [`SCRATCH_PREFIX`]).
+    pub scratch_base: PathBuf,
 }
 
 /// Where an added file's bytes come from.
@@ -94,7 +97,8 @@ pub struct Plan {
     #[serde(skip)]
     pub facts: ImageFacts,
     #[serde(skip)]
-    pub scratch: tempfile::TempDir,
+    /// Removed on drop and on SIGINT/SIGTERM/SIGHUP.
+    pub scratch: ScratchDir,
 }
 
 const MARK_BEGIN: &str = "# kmodkit initrd add-drivers: begin";
@@ -122,52 +126,28 @@ pub(crate) fn with_block(text: &str, block: &str) -> String {
     out
 }
 
-/// A scratch directory in memory when possible: the image's module
-/// directory is unpacked there (hundreds of files), which costs far more
-/// on a disk-backed /tmp. `TMPDIR` wins when set. The name carries the
-/// process id, so scratch directories of killed runs (whose process is
-/// gone) are removed by the next run.
-pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, InjectError> {
-    let base = match std::env::var_os("TMPDIR") {
-        Some(t) => PathBuf::from(t),
-        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
-        None => std::env::temp_dir(),
-    };
-    remove_stale_scratch(&base, prefix);
-    let prefix = format!("{prefix}{}.", std::process::id());
-    tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(&base)
-        .or_else(|_| tempfile::Builder::new().prefix(&prefix).tempdir())
-        .map_err(|source| InjectError::Io { path: base, source })
-}
+/// The name prefix of add-drivers' scratch directories (see
+/// [`kmodkit_commit::ScratchDir`] for the naming contract).
+pub const SCRATCH_PREFIX: &str = "kmodkit-add-drivers.";
 
-/// Removes `PREFIX<pid>.*` directories whose process no longer exists.
-fn remove_stale_scratch(base: &Path, prefix: &str) {
-    let Ok(rd) = std::fs::read_dir(base) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        let Some(pid) = name
-            .strip_prefix(prefix)
-            .and_then(|r| r.split('.').next())
-            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            // Best effort: another run may be removing it at the same time.
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
+/// The image's module directory is unpacked into a scratch directory
+/// under `base` (the caller picks it: memory-backed when possible, since
+/// hundreds of files cost far more on a disk-backed /tmp). Scratch
+/// directories of killed runs are removed here.
+fn scratch_dir(base: &Path) -> Result<ScratchDir, InjectError> {
+    ScratchDir::new(base, SCRATCH_PREFIX).map_err(|e| InjectError::Io {
+        source: std::io::Error::new(
+            e.source.kind(),
+            format!("cannot {}: {}", e.action, e.source),
+        ),
+        path: e.path,
+    })
 }
 
 /// Builds the plan: reads the image once, resolves, checks, and renders
 /// every file.
 pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError> {
-    let scratch = scratch_dir("kmodkit-add-drivers.")?;
+    let scratch = scratch_dir(&req.scratch_base)?;
     let image_root = scratch.path().join("image");
     let t = std::time::Instant::now();
     // The source side (index check, resolution, ABI check) only needs the

@@ -311,14 +311,13 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
         force: a.force,
         max_output: a.read.max_size,
         depmod_config: Vec::new(),
+        scratch_base: crate::host::scratch_base(),
     };
     let bar = Bar::new("reading");
     let plan =
         // Every error of the plan names its file (the image, a module, the
         // source tree): no context that would say the image twice.
         plan::build(&req, &bar)?;
-    // The scratch tree goes on drop; on Ctrl-C or SIGTERM, this removes it.
-    let _scratch_on_signal = kmodkit_commit::remove_dir_on_signal(plan.scratch.path());
     let mut stdout = io::stdout().lock();
     if !a.json {
         print_plan(&plan, &mut stdout)?;
@@ -424,7 +423,7 @@ struct ModulesReport {
 }
 
 pub fn modules(a: &ModulesArgs) -> anyhow::Result<bool> {
-    let scratch = plan::scratch_dir("kmodkit-modules.")?;
+    let scratch = crate::host::scratch_dir("kmodkit-modules.")?;
     let bar = Bar::new("reading");
     let facts = ImageFacts::read(&a.image, scratch.path(), a.read.max_size, &bar)?;
     let generator = facts.generator();

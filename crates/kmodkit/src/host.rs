@@ -1,8 +1,8 @@
 //! What the CLI reads of the running system, in one place: the libraries
 //! are given these values, never look them up themselves.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -39,4 +39,31 @@ pub fn make_absolute(p: &str) -> String {
         return p.to_string();
     }
     format!("{}/{p}", current_dir_name())
+}
+
+/// Where scratch directories go: `TMPDIR` when set; else `/dev/shm` when
+/// it is a world-writable directory (memory-backed: unpacking an image's
+/// hundreds of module files costs far more on a disk-backed /tmp); else
+/// the system's temporary directory.
+pub fn scratch_base() -> PathBuf {
+    if let Some(t) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
+        return PathBuf::from(t);
+    }
+    let shm = Path::new("/dev/shm");
+    if std::fs::metadata(shm).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o002 != 0) {
+        return shm.to_path_buf();
+    }
+    std::env::temp_dir()
+}
+
+/// A scratch directory under [`scratch_base`], removed on drop and on
+/// signals; those of killed runs with the same prefix are removed first.
+pub fn scratch_dir(prefix: &str) -> Result<kmodkit_commit::ScratchDir> {
+    let base = scratch_base();
+    kmodkit_commit::ScratchDir::new(&base, prefix).with_context(|| {
+        format!(
+            "cannot make a scratch directory in {}; set TMPDIR to a writable directory",
+            base.display()
+        )
+    })
 }

@@ -448,7 +448,7 @@ fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()
     else {
         return Ok(());
     };
-    let scratch = kmodkit_inject::plan::scratch_dir("kmodkit-modules.")?;
+    let scratch = crate::host::scratch_dir("kmodkit-modules.")?;
     let facts = ImageFacts::read(
         &image,
         scratch.path(),

@@ -614,6 +614,44 @@ fn a_crash_at_any_point_leaves_the_old_set_or_the_new_one() {
     assert!(crashed >= 10, "only {crashed} crash points exercised");
 }
 
+/// Ctrl-C (or SIGTERM) while the new index set is staged: the run ends
+/// killed by that signal and the module directory is as it was — no
+/// staging directory waits for the next run. Before kmodkit-commit's
+/// StagedSet, depmod's staging directory was not removed on signals.
+#[test]
+fn a_signal_while_the_index_is_staged_leaves_the_directory_as_it_was() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let k = "6.1.0-98-test";
+    let dir = root.join("lib/modules").join(k);
+    std::fs::create_dir_all(dir.join("extra")).unwrap();
+    synthetic_module(&dir.join("extra/alpha.ko"), "alpha_fn", "printk");
+    assert!(run_ours(root, k, &[]).status.success());
+    synthetic_module(&dir.join("extra/beta.ko"), "beta_fn", "alpha_fn");
+    let names = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let (old, old_names) = (index_snapshot(&dir), names(&dir));
+    for (fault, sig) in [("write:2:INT", 2), ("commit:1:TERM", 15)] {
+        let r = kmodkit()
+            .env("KMODKIT_FAULT", fault)
+            .args(["depmod", "-b"])
+            .arg(root)
+            .arg(k)
+            .output()
+            .unwrap();
+        assert_eq!(r.status.signal(), Some(sig), "{fault}: {}", r.status);
+        assert_eq!(index_snapshot(&dir), old, "{fault}");
+        assert_eq!(names(&dir), old_names, "{fault}: something left behind");
+    }
+}
+
 fn kmodkit_depmod_staging() -> &'static str {
     ".kmodkit-depmod.staging"
 }
