@@ -323,7 +323,7 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
         print_plan(&plan, &mut stdout)?;
     }
     for w in &plan.warnings {
-        eprintln!("kmodkit: warning: {w}");
+        diag!("kmodkit: warning: {w}");
     }
     let written = if a.dry_run {
         if !a.json {

@@ -107,7 +107,7 @@ fn default_cache_dir() -> PathBuf {
 }
 
 fn warn(msg: impl std::fmt::Display) {
-    eprintln!("depmod: WARNING: {msg}");
+    diag!("depmod: WARNING: {msg}");
 }
 
 pub fn run(args: &DepmodArgs) -> Result<bool> {
@@ -192,7 +192,7 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
         if let Some(cached) = CachedOutput::load(cdir, &dir, fp) {
             for (sev, msg) in &cached.diagnostics {
                 if !(args.show && skipped_on_stdout(msg)) {
-                    eprintln!("depmod: {sev}: {msg}");
+                    diag!("depmod: {sev}: {msg}");
                 }
             }
             return emit(
@@ -209,7 +209,7 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
     }
     let tree = ModuleTree::from_scan(scan)?;
     for d in &tree.diagnostics {
-        eprintln!("depmod: {}: {d}", d.severity());
+        diag!("depmod: {}: {d}", d.severity());
     }
     if args.verbose {
         print_dependencies(&tree)?;
@@ -220,7 +220,7 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
     for w in &warnings {
         let msg = w.to_string();
         if !(args.show && skipped_on_stdout(&msg)) {
-            eprintln!("depmod: {}: {msg}", w.severity());
+            diag!("depmod: {}: {msg}", w.severity());
         }
     }
     // kmod finds duplicate aliases while building modules.alias.bin, which

@@ -1,6 +1,16 @@
 //! kmodkit: the command-line front end. It parses arguments and wires the
 //! library crates together; all format knowledge lives in the libraries.
 
+/// A diagnostic line on stderr. Unlike `eprintln!`, which panics when
+/// stderr is a closed pipe (`kmodkit depmod 2>&1 | head -1`), a write that
+/// fails is dropped: nobody is reading.
+macro_rules! diag {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod abi;
 mod add_drivers;
 mod cli;
@@ -42,7 +52,7 @@ fn main() -> ExitCode {
     // Before any thread starts (they inherit the signal mask): Ctrl-C and
     // SIGTERM remove the temporaries of files being replaced.
     if let Err(e) = kmodkit_commit::cleanup_on_signals() {
-        eprintln!("kmodkit: warning: cannot handle SIGINT/SIGTERM ({e}); an interrupted write may leave a temporary file, which the next run removes");
+        diag!("kmodkit: warning: cannot handle SIGINT/SIGTERM ({e}); an interrupted write may leave a temporary file, which the next run removes");
     }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

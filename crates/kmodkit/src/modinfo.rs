@@ -83,7 +83,7 @@ pub fn run(args: &ModinfoArgs, field: Option<String>) -> Result<bool> {
             Ok(t) => t,
             Err(e) => {
                 out.flush()?;
-                eprintln!("modinfo: ERROR: {e:#}");
+                diag!("modinfo: ERROR: {e:#}");
                 ok = false;
                 continue;
             }
@@ -96,7 +96,7 @@ pub fn run(args: &ModinfoArgs, field: Option<String>) -> Result<bool> {
                 Ok(None) => {}
                 Err(e) => {
                     out.flush()?;
-                    eprintln!("modinfo: ERROR: {e:#}");
+                    diag!("modinfo: ERROR: {e:#}");
                     ok = false;
                 }
             }
@@ -235,7 +235,7 @@ fn collect_params(entries: &[ModinfoEntry]) -> Vec<Param<'_>> {
             continue;
         }
         let Some(colon) = e.value.iter().position(|&b| b == b':') else {
-            eprintln!(
+            diag!(
                 "modinfo: ERROR: Found invalid \"{}={}\": missing ':'",
                 e.key_str(),
                 e.value_str()

@@ -99,7 +99,7 @@ fn read_stdin_paths(root: &Path, removing: bool) -> Result<Vec<PathBuf>> {
     for p in out.iter().filter(|p| !p.is_file() && !linked.contains(*p)) {
         let known_kernel = kernel_of(p).is_some_and(|k| installed.contains(&k));
         if removing && known_kernel {
-            eprintln!(
+            diag!(
                 "weak-modules: {} is gone and no weak-updates link names it; nothing to remove for it",
                 p.display()
             );
@@ -213,19 +213,19 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
     let mut ok = true;
     for k in &kernels {
         if !args.dry_run && weak::recover(root, k)? {
-            eprintln!("weak-modules: {k}: completed an interrupted update");
+            diag!("weak-modules: {k}: completed an interrupted update");
         }
         let plan = match weak::plan(root, k, &builds) {
             Ok(p) => p,
             // The kernel asked for by --add-kernel cannot be skipped: its
             // modules would silently not load.
             Err(kmodkit_abi::weak::WeakError::Target(e)) if args.add_kernel.is_some() => {
-                eprintln!("weak-modules: {k}: {:#}", anyhow::Error::from(e));
+                diag!("weak-modules: {k}: {:#}", anyhow::Error::from(e));
                 ok = false;
                 continue;
             }
             Err(kmodkit_abi::weak::WeakError::Target(e)) => {
-                eprintln!("weak-modules: skipping {k}: {:#}", anyhow::Error::from(e));
+                diag!("weak-modules: skipping {k}: {:#}", anyhow::Error::from(e));
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -242,7 +242,7 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         }
         if !args.no_initramfs {
             if let Err(e) = initramfs(root, k, &plan, args.dry_run) {
-                eprintln!("weak-modules: {k}: {e:#}");
+                diag!("weak-modules: {k}: {e:#}");
                 ok = false;
             }
         }

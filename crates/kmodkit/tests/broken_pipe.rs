@@ -85,3 +85,33 @@ fn depmod_dry_run_into_a_closed_pipe_exits_zero() {
     cmd.args(["depmod", "-n", "-b"]).arg(&root).arg(kernel());
     first_line_then_close(cmd);
 }
+
+/// Diagnostics into a closed stderr (`kmodkit modinfo … 2>&1 | head -1`)
+/// do not panic: the command ends with its own exit status (modinfo: 1
+/// for names not found), not Rust's 101.
+#[test]
+fn diagnostics_into_a_closed_stderr_do_not_panic() {
+    let root = kmodkit_fixtures::fixture_root();
+    let names: Vec<String> = (0..5000).map(|i| format!("no_such_module_{i}")).collect();
+    let mut child = kmodkit()
+        .arg("modinfo")
+        .arg("-b")
+        .arg(&root)
+        .args(["-k", &kernel()])
+        .args(&names)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("no_such_module_"), "first line: {line}");
+    drop(stderr);
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "modinfo after stderr closed: {status}"
+    );
+}

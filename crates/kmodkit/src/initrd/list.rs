@@ -51,7 +51,7 @@ pub(super) fn examine(a: &ExamineArgs) -> anyhow::Result<bool> {
         }
         for s in &segs {
             if let Some(n) = &s.kernel_note {
-                eprintln!("kmodkit: warning: segment {}: {n}", s.index);
+                diag!("kmodkit: warning: segment {}: {n}", s.index);
             }
         }
     }

@@ -30,7 +30,7 @@ pub(super) fn extract_cmd(a: &ExtractArgs) -> anyhow::Result<bool> {
         &filter,
     )?;
     for s in &report.skipped {
-        eprintln!(
+        diag!(
             "kmodkit: warning: {}: segment {}: '{}': {}",
             a.image.display(),
             s.segment,
