@@ -2,8 +2,10 @@
 //! corrupted at random (truncated, bits flipped, a range spliced over
 //! another), go through every library entry point the commands use —
 //! modinfo's readers (whole file and the sparse mapped read), depmod's
-//! tree load, `abi check`, the module index lookups, initrd ls and
-//! extract — and each returns a value or an error, never panics.
+//! tree load, `abi check`, the module index lookups, add-drivers'
+//! resolution, initrd ls and extract — and each returns a value or an
+//! error, never panics. Module file names are fuzzed too (any bytes
+//! before the suffix, as a user's directory may hold).
 //!
 //! Bounded: 40 module cases and 8 image cases (images are also capped at
 //! 8 MiB of decompressed output), so the test runs in well under a
@@ -23,18 +25,48 @@ use proptest::test_runner::Config;
 enum Mutation {
     Truncate(f64),
     Flip(Vec<(f64, u8)>),
-    Splice { from: f64, to: f64, len: usize },
+    Splice {
+        from: f64,
+        to: f64,
+        len: usize,
+    },
+    /// One 8-byte field of one ELF section header set to an edge value:
+    /// random flips rarely hit the offsets and sizes whose sums wrap
+    /// (issue 13 failure 1).
+    /// `section` `None`: the section-name table (e_shstrndx), which every
+    /// reader needs first.
+    SectionField {
+        section: Option<f64>,
+        field: usize,
+        value: u64,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
-        (0.0..1.0f64).prop_map(Mutation::Truncate),
-        prop::collection::vec((0.0..1.0f64, 1u8..=255), 1..16).prop_map(Mutation::Flip),
-        (0.0..1.0f64, 0.0..1.0f64, 1usize..4096).prop_map(|(from, to, len)| Mutation::Splice {
+        1 => (0.0..1.0f64).prop_map(Mutation::Truncate),
+        1 => prop::collection::vec((0.0..1.0f64, 1u8..=255), 1..16).prop_map(Mutation::Flip),
+        1 => (0.0..1.0f64, 0.0..1.0f64, 1usize..4096).prop_map(|(from, to, len)| Mutation::Splice {
             from,
             to,
             len
         }),
+        3 => (
+            prop::option::of(0.0..1.0f64),
+            prop_oneof![Just(3usize), Just(4usize), 0usize..8],
+            prop_oneof![
+                1 => Just(0u64),
+                1 => Just(u64::MAX),
+                3 => (1u64..4096).prop_map(|d| 0u64.wrapping_sub(d)),
+                1 => any::<u64>(),
+                1 => 0u64..1 << 20,
+            ]
+        )
+            .prop_map(|(section, field, value)| Mutation::SectionField {
+                section,
+                field,
+                value
+            }),
     ]
 }
 
@@ -56,6 +88,34 @@ fn corrupt(original: &[u8], m: &Mutation) -> Vec<u8> {
             let (a, b) = (at(*from, d.len()), at(*to, d.len()));
             let n = (*len).min(d.len() - a).min(d.len() - b);
             d.copy_within(a..a + n, b);
+        }
+        Mutation::SectionField {
+            section,
+            field,
+            value,
+        } => {
+            // ELF64: e_shoff at 0x28, e_shnum at 0x3c, 64-byte headers of
+            // eight 8-byte words (sh_offset is word 3, sh_size word 4).
+            let word = |i: usize, n: usize| -> Option<u64> {
+                let b = d.get(i..i + n)?;
+                let mut le = [0u8; 8];
+                le[..n].copy_from_slice(b);
+                Some(u64::from_le_bytes(le))
+            };
+            if let (Some(shoff), Some(shnum), Some(shstrndx)) =
+                (word(0x28, 8), word(0x3c, 2), word(0x3e, 2))
+            {
+                let index = match section {
+                    Some(f) => at(*f, shnum as usize) as u64,
+                    None => shstrndx,
+                };
+                let pos = shoff
+                    .saturating_add(index * 64)
+                    .saturating_add(*field as u64 * 8);
+                if let Some(slot) = usize::try_from(pos).ok().and_then(|p| d.get_mut(p..p + 8)) {
+                    slot.copy_from_slice(&value.to_le_bytes());
+                }
+            }
         }
     }
     d
@@ -117,7 +177,7 @@ fn images() -> &'static Vec<(String, Vec<u8>)> {
 
 /// A module tree under `root` holding `bytes` as one module, beside a
 /// real one, with its index built by kmodkit's depmod (if it can be).
-fn module_entry_points(root: &Path, kver: &str, name: &str, bytes: &[u8]) {
+fn module_entry_points(root: &Path, kver: &str, name: &std::ffi::OsStr, bytes: &[u8]) {
     let fx = fixture();
     let dir = root.join("lib/modules").join(kver).join("kernel");
     std::fs::create_dir_all(&dir).unwrap();
@@ -172,7 +232,7 @@ fn image_entry_points(scratch: &Path, name: &str, bytes: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(Config { cases: 40, failure_persistence: None, ..Config::default() })]
+    #![proptest_config(Config { cases: 64, failure_persistence: None, ..Config::default() })]
 
     #[test]
     fn corrupted_modules_give_errors_not_panics(which in 0usize..3, m in mutation()) {
@@ -180,7 +240,26 @@ proptest! {
         let (name, original) = &fx.modules[which];
         let bytes = corrupt(original, &m);
         let root = tempfile::tempdir().unwrap();
-        module_entry_points(root.path(), &fx.kver, name, &bytes);
+        module_entry_points(root.path(), &fx.kver, name.as_ref(), &bytes);
+    }
+
+    /// A real module under a file name of arbitrary bytes (issue 13
+    /// failure 2: `dum.日.ko` panicked depmod).
+    #[test]
+    fn any_file_name_gives_errors_not_panics(
+        stem in prop::collection::vec(any::<u8>().prop_filter("a path component", |&b| b != b'/' && b != 0), 1..24),
+        suffix in prop::sample::select(kmodkit_index::name::MODULE_SUFFIXES.to_vec()),
+    ) {
+        use std::os::unix::ffi::OsStrExt;
+        let fx = fixture();
+        // Half of the names share the module name of the real module
+        // beside it (`dummy.…`), so depmod must choose between the two.
+        let mut name = if stem[0] % 2 == 0 { b"dummy.".to_vec() } else { Vec::new() };
+        name.extend_from_slice(&stem);
+        name.extend_from_slice(suffix.as_bytes());
+        let root = tempfile::tempdir().unwrap();
+        // Not a real compressed file under .ko.xz: the reader says so.
+        module_entry_points(root.path(), &fx.kver, std::ffi::OsStr::from_bytes(&name), &fx.modules[0].1);
     }
 }
 
@@ -221,6 +300,19 @@ fn index_entry_points(dir: &Path, kver_dir: &Path, m: &Mutation) {
         let _ = lookups.lookup(key);
         let _ = lookups.lookup_name(key);
     }
+    // add-drivers' resolution (closure, companions, firmware) over the
+    // damaged index, with the real module files beside it.
+    let _ = std::os::unix::fs::symlink(kver_dir.join("kernel"), dir.join("kernel"));
+    let opts = kmodkit_inject::resolve::ResolveOptions {
+        companions: true,
+        firmware: true,
+        firmware_dir: dir.join("no-firmware"),
+        modprobe_dirs: Vec::new(),
+    };
+    let requested: Vec<String> = ["e1000e", "geneve", "mlx5_ib", "ib_ipoib"]
+        .map(String::from)
+        .to_vec();
+    let _ = kmodkit_inject::resolve::resolve(&lookups, "test", &requested, &opts);
 }
 
 proptest! {
