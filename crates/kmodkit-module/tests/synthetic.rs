@@ -990,9 +990,12 @@ fn compressed_round_trips() {
 // Hostile inputs
 
 /// Reads `bytes` as `hostile/<name>`, expects an error, and checks that its
-/// text names the file and contains every keyword.
+/// text names the file and contains every keyword. The same bytes written
+/// to a file must fail the same way through the file readers depmod, abi
+/// check and modinfo use (see [`read_from_file`]).
 fn expect_error(name: &str, bytes: Vec<u8>, limit: u64, keywords: &[&str]) -> String {
     let path = format!("hostile/{name}");
+    let from_file = read_from_file(name, &bytes, limit);
     let msg = match read(&path, bytes, limit) {
         Ok(_) => panic!("{path}: read without error"),
         Err(e) => e.to_string(),
@@ -1007,7 +1010,74 @@ fn expect_error(name: &str, bytes: Vec<u8>, limit: u64, keywords: &[&str]) -> St
             "{path}: {msg:?} does not mention {keyword:?}"
         );
     }
+    let kind = &msg[path.len() + 2..];
+    for (reader, result) in from_file {
+        match result {
+            Ok(_) => panic!("{name}: {reader} read without error; in memory: {msg}"),
+            Err(e) => assert_eq!(
+                e.kind.to_string(),
+                kind,
+                "{name}: {reader} and the in-memory reader disagree"
+            ),
+        }
+    }
     msg
+}
+
+/// Writes `bytes` to a scratch file and reads it with each file reader:
+/// `read_module_mapped` (depmod's scan, abi check, add-drivers: the
+/// sparse `pread` path for a plain module, mmap for a compressed one) and
+/// `read_module` (modinfo). Each result is as `Debug` text, to compare.
+fn read_from_file(
+    name: &str,
+    bytes: &[u8],
+    limit: u64,
+) -> [(&'static str, Result<String, kmodkit_module::Error>); 2] {
+    let path = scratch_dir("files").join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let mapped = kmodkit_module::read_module_mapped(&path, limit).map(|m| format!("{m:?}"));
+    let full = ModuleFile::open_with_limit(&path, limit)
+        .and_then(|f| f.parse())
+        .map(|m| format!("{m:?}"));
+    let check_name = |r: &Result<String, kmodkit_module::Error>| {
+        if let Err(e) = r {
+            assert_eq!(e.path, path, "{name}: error names another file: {e}");
+        }
+    };
+    check_name(&mapped);
+    check_name(&full);
+    std::fs::remove_file(&path).unwrap();
+    [("read_module_mapped", mapped), ("ModuleFile::open", full)]
+}
+
+/// Issue 13, failure 1: 192 bytes of ELF64 whose section-name table has
+/// offset 100 and size 2^64 - 50, so `offset + size` wraps to 50. The
+/// sparse reader used to re-parse the headers without checks and slice
+/// `[100..50]`: a panic in depmod and abi check.
+fn wrapping_name_table() -> Vec<u8> {
+    let mut bytes = vec![0u8; 192];
+    bytes[..4].copy_from_slice(b"\x7fELF");
+    bytes[4] = 2; // ELFCLASS64
+    bytes[5] = 1; // ELFDATA2LSB
+    bytes[6] = 1; // EV_CURRENT
+    bytes[40..48].copy_from_slice(&64u64.to_le_bytes()); // e_shoff
+    bytes[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    bytes[60..62].copy_from_slice(&2u16.to_le_bytes()); // e_shnum
+    bytes[62..64].copy_from_slice(&1u16.to_le_bytes()); // e_shstrndx
+    let shdr1 = 64 + 64;
+    bytes[shdr1 + 24..shdr1 + 32].copy_from_slice(&100u64.to_le_bytes()); // sh_offset
+    bytes[shdr1 + 32..shdr1 + 40].copy_from_slice(&(u64::MAX - 49).to_le_bytes()); // sh_size
+    bytes
+}
+
+#[test]
+fn wrapping_section_name_table_is_an_error_in_every_reader() {
+    expect_error(
+        "wrapping-shstrtab.ko",
+        wrapping_name_table(),
+        LIMIT,
+        &[".shstrtab", "offset 100", "runs past the end"],
+    );
 }
 
 /// Offsets of the fields this file patches, per class (ELF spec, gABI).
@@ -1526,8 +1596,14 @@ proptest! {
             let len = cut.index(bytes.len());
             bytes.truncate(len);
         }
-        if let Err(e) = read("mutant.ko", bytes, LIMIT) {
+        let from_file = read_from_file("mutant.ko", &bytes, LIMIT);
+        let in_memory = read("mutant.ko", bytes, LIMIT);
+        if let Err(e) = &in_memory {
             prop_assert!(e.to_string().starts_with("mutant.ko: "), "{}", e);
+        }
+        let in_memory = in_memory.map(|(_, m)| format!("{m:?}")).map_err(|e| e.kind.to_string());
+        for (reader, result) in from_file {
+            prop_assert_eq!(&result.map_err(|e| e.kind.to_string()), &in_memory, "{}", reader);
         }
     }
 }
