@@ -1539,6 +1539,24 @@ fn xz_dictionary_is_bounded() {
     );
 }
 
+/// A zstd frame header declaring 2^62 bytes of content, then garbage: the
+/// declared size is a hint for the output buffer, never an allocation of
+/// that size (which aborts the process), even without a limit.
+#[test]
+fn declared_size_is_not_trusted() {
+    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+    frame.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    frame.extend_from_slice(&[0x5a; 32]);
+    for limit in [LIMIT, u64::MAX] {
+        expect_error(
+            &format!("huge-declared-{limit}.ko.zst"),
+            frame.clone(),
+            limit,
+            &["zstd stream is corrupt or truncated"],
+        );
+    }
+}
+
 /// `u64::MAX` means "no limit" to a caller; it must not overflow.
 #[test]
 fn unbounded_limit() {
