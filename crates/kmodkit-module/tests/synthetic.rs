@@ -6,9 +6,10 @@
 //! The objects come from the `object` crate's ELF writer and carry the
 //! sections modpost and `<linux/export-internal.h>` produce (see the crate
 //! doc of `kmodkit_module`). The expected values are the ones put in, and
-//! kmod 30 (`modprobe --dump-modversions`, `modinfo -F`), when installed,
-//! must read the same from the same files. Signatures are DER built by
-//! hand, plus a real one from `openssl cms` checked with OpenSSL.
+//! kmod 30 (`modprobe --dump-modversions`, `modinfo -F`) must read the same from the same files. Signatures are DER built by
+//! hand, plus a real one from `openssl cms` checked with OpenSSL. kmod and
+//! openssl are required: the test command installs both, and a missing
+//! one fails the test rather than skipping it.
 //!
 //! With `KMODKIT_WRITE_FUZZ_CORPUS=1`, `fuzz_seed_corpus` rewrites the
 //! seed inputs of `fuzz/corpus/module_reader/` from these builders.
@@ -666,18 +667,10 @@ fn signature_trailer_rules() {
 
 /// A real signature from OpenSSL, checked against OpenSSL: the signer and
 /// serial of the certificate, and the extracted signature value recovers a
-/// DigestInfo whose digest is the module's SHA-256. Skipped (with a note)
-/// when `openssl` is not installed.
+/// DigestInfo whose digest is the module's SHA-256.
 #[test]
 fn openssl_cms_signature() {
-    if std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_err()
-    {
-        eprintln!("openssl not installed; skipping the real-signature check");
-        return;
-    }
+    kmodkit_fixtures::require_tool("openssl", "openssl");
     let dir = scratch_dir("openssl");
     let module = build_module(TARGETS[0], false);
     let (ko, key, cert, blob, value, recovered) = (
@@ -801,17 +794,15 @@ fn scratch_dir(name: &str) -> PathBuf {
 /// kmod 30 as the oracle where it reads the same fields: `modprobe
 /// --dump-modversions` for `__versions` (kmod knows no extended
 /// modversions) and `modinfo -F` for `.modinfo` and the signature, over
-/// every class, byte order and compression. Skipped when kmod is missing.
+/// every class, byte order and compression.
 #[test]
 fn kmod_agrees() {
-    let (Some(kmod), Some(modprobe), Some(modinfo)) = (
+    let (kmod, modprobe, modinfo) = (
         sbin_tool("kmod"),
         sbin_tool("modprobe"),
         sbin_tool("modinfo"),
-    ) else {
-        eprintln!("kmod not installed; skipping the kmod oracle check");
-        return;
-    };
+    );
+    let mut compared = 0usize;
     // "+ZSTD +XZ -ZLIB ...": the formats this kmod build can read.
     let features = run(&kmod, &["--version"]);
     let reads = |c: Compression| {
@@ -882,18 +873,28 @@ fn kmod_agrees() {
                 kmod_signature,
                 kmodkit_module::signature::hex_colon(&sig.signature)
             );
+            compared += 1;
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    // Every target in plain form at least, and every format kmod reads.
+    assert!(
+        compared >= TARGETS.len(),
+        "kmod compared only {compared} files"
+    );
 }
 
-/// A kmod tool from `PATH` or the sbin directories a non-root `PATH` lacks.
-fn sbin_tool(name: &str) -> Option<PathBuf> {
+/// A kmod tool from `PATH` or the sbin directories a non-root `PATH`
+/// lacks; a missing one fails the test with what to install.
+fn sbin_tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("oracle '{name}' not installed: apt-get install kmod (scripts/fixtures does)")
+        })
 }
 
 fn run(program: &Path, args: &[&str]) -> String {
@@ -1629,17 +1630,21 @@ proptest! {
 // ---------------------------------------------------------------------------
 // Fuzz corpus
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/module_reader")
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target)
 }
 
-/// Writes the seed corpus when `KMODKIT_WRITE_FUZZ_CORPUS` is set;
-/// otherwise reads every input in the corpus (seeds, and any crash input
-/// added as a regression) and requires that none panics.
+/// Writes the synthetic seeds of `module_reader` when
+/// `KMODKIT_WRITE_FUZZ_CORPUS` is set. Then reads every input of the
+/// module fuzz targets' corpora (seeds, and each crash input kept as a
+/// regression) in memory and through the file readers: none may panic and
+/// all readers must agree, as the `module_file` target requires.
 #[test]
 fn fuzz_seed_corpus() {
-    let dir = corpus_dir();
     if std::env::var_os("KMODKIT_WRITE_FUZZ_CORPUS").is_some() {
+        let dir = corpus_dir("module_reader");
         std::fs::create_dir_all(&dir).unwrap();
         let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
         for target in TARGETS {
@@ -1659,12 +1664,38 @@ fn fuzz_seed_corpus() {
             std::fs::write(dir.join(name), bytes).unwrap();
         }
     }
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        let _ = read(&path.display().to_string(), bytes, LIMIT);
+    for target in ["module_reader", "module_file"] {
+        let dir = corpus_dir(target);
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("fuzz corpus {}: {e}", dir.display()));
+        let (mut inputs, mut modules) = (0usize, 0usize);
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue; // libFuzzer's scratch files, ignored by git
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let from_file = read_from_file(&format!("{target}-{name}"), &bytes, LIMIT);
+            let in_memory = read(&name, bytes, LIMIT)
+                .map(|(_, m)| format!("{m:?}"))
+                .map_err(|e| e.kind.to_string());
+            for (reader, result) in from_file {
+                assert_eq!(
+                    result.map_err(|e| e.kind.to_string()),
+                    in_memory,
+                    "{}: {reader} and the in-memory reader disagree",
+                    path.display()
+                );
+            }
+            inputs += 1;
+            modules += usize::from(in_memory.is_ok());
+        }
+        // The seeds are valid modules; crash inputs add errors.
+        assert!(
+            modules > 0 && inputs >= modules,
+            "{}: {inputs} inputs, {modules} read as modules",
+            dir.display()
+        );
     }
 }
