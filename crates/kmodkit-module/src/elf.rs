@@ -135,17 +135,17 @@ impl Symbol<'_> {
 pub trait RangeSource {
     /// What a failed read is; a bad structure arrives as [`ElfError`].
     type Error: From<ElfError>;
-    /// Length of the whole object (the file size).
-    fn len(&self) -> u64;
+    /// Size of the whole object (the file size).
+    fn size(&self) -> u64;
     /// The bytes `offset..offset + size`. The parser asks only for ranges
-    /// it has checked against [`RangeSource::len`].
+    /// it has checked against [`RangeSource::size`].
     fn fetch(&mut self, offset: u64, size: u64) -> Result<&[u8], Self::Error>;
 }
 
 impl RangeSource for &[u8] {
     type Error = ElfError;
-    fn len(&self) -> u64 {
-        <[u8]>::len(self) as u64
+    fn size(&self) -> u64 {
+        self.len() as u64
     }
     fn fetch(&mut self, offset: u64, size: u64) -> Result<&[u8], ElfError> {
         // Unreachable for a checked range; an empty slice rather than a panic.
@@ -190,7 +190,7 @@ impl Layout {
     /// does, reading from `src` only the header, the table and the
     /// section-name table.
     pub fn read<S: RangeSource>(src: &mut S) -> Result<Layout, S::Error> {
-        let len = src.len();
+        let len = src.size();
         let head = src.fetch(0, len.min(64))?;
         if head.len() < 4 || &head[..4] != b"\x7fELF" {
             return Err(ElfError::BadMagic.into());

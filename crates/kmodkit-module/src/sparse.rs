@@ -52,7 +52,7 @@ struct FileRanges<'f> {
 impl RangeSource for FileRanges<'_> {
     type Error = ErrorKind;
 
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.buf.len() as u64
     }
 
