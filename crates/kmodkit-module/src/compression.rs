@@ -60,6 +60,11 @@ pub enum DecompressError {
 /// bomb while leaving room for any real module.
 pub const DEFAULT_LIMIT: u64 = 1 << 30;
 
+/// The most [`decompress_into`] reserves up front from a declared size;
+/// beyond it the buffer grows as data really arrives. Eight times the
+/// largest Debian 6.12 module (amdgpu, ~25 MiB).
+const RESERVE_CEILING: u64 = 256 << 20;
+
 /// Memory the xz decoder may take at least. liblzma allocates the whole
 /// dictionary the stream header declares (up to 4 GiB) before decoding a
 /// byte, so without a ceiling a 600-byte hostile `.ko.xz` reserves 4 GiB.
@@ -160,13 +165,15 @@ pub fn decompress_into(
     };
     // The exact size when the container records it, so the output buffer
     // is allocated once (no regrowth copies); a hint only, never trusted
-    // beyond the limit.
+    // beyond the limit or RESERVE_CEILING (a 40-byte file may declare
+    // 2^62 bytes), and a reservation that fails only means regrowth.
     let capacity = expected_size(format, bytes)
-        .unwrap_or(bytes.len() as u64 * 3)
+        .unwrap_or((bytes.len() as u64).saturating_mul(3))
         .min(limit)
+        .min(RESERVE_CEILING)
         .saturating_add(1);
     out.clear();
-    out.reserve(capacity as usize);
+    let _ = out.try_reserve(usize::try_from(capacity).unwrap_or(0));
     let read = match format {
         Compression::None => {
             out.extend_from_slice(bytes);

@@ -17,6 +17,7 @@
 //! Every offset read from the file is checked against the buffer; a bad one
 //! yields an [`ElfError`] naming the structure and the offset, never a panic.
 
+use std::cell::RefCell;
 use std::fmt;
 
 /// `SHN_UNDEF`: the symbol is not defined in this object.
@@ -128,6 +129,228 @@ impl Symbol<'_> {
     }
 }
 
+/// Where the parser reads bytes from: a buffer in memory, or a file read
+/// range by range (`crate::sparse`). The idea of the object crate's
+/// `ReadRef`: one parser, whatever holds the bytes.
+pub trait RangeSource {
+    /// What a failed read is; a bad structure arrives as [`ElfError`].
+    type Error: From<ElfError>;
+    /// Size of the whole object (the file size).
+    fn size(&self) -> u64;
+    /// The bytes `offset..offset + size`. The parser asks only for ranges
+    /// it has checked against [`RangeSource::size`].
+    fn fetch(&mut self, offset: u64, size: u64) -> Result<&[u8], Self::Error>;
+}
+
+impl RangeSource for &[u8] {
+    type Error = ElfError;
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn fetch(&mut self, offset: u64, size: u64) -> Result<&[u8], ElfError> {
+        // Unreachable for a checked range; an empty slice rather than a panic.
+        Ok(range(self, offset, size).unwrap_or(&[]))
+    }
+}
+
+/// `data[offset..offset + size]`, or `None` when any part is outside.
+pub fn range(data: &[u8], offset: u64, size: u64) -> Option<&[u8]> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(usize::try_from(size).ok()?)?;
+    data.get(start..end)
+}
+
+/// One section header as read from the table, located in bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionHeader {
+    pub index: u16,
+    /// Offset of the name in the section-name string table.
+    pub name_offset: u32,
+    pub kind: u32,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// What the ELF header and section table say, validated: where every
+/// section lies, with no section bytes read beyond the name table.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    class: Class,
+    endian: Endian,
+    machine: u16,
+    /// The section-name string table (`e_shstrndx`): offset and size.
+    names: (u64, u64),
+    /// Index 0 excluded; only sections inside the file with a name offset
+    /// inside the name table (as kmod keeps them).
+    sections: Vec<SectionHeader>,
+}
+
+impl Layout {
+    /// Validates the ELF header and section table, as kmod's `kmod_elf_new`
+    /// does, reading from `src` only the header, the table and the
+    /// section-name table.
+    pub fn read<S: RangeSource>(src: &mut S) -> Result<Layout, S::Error> {
+        let len = src.size();
+        let head = src.fetch(0, len.min(64))?;
+        if head.len() < 4 || &head[..4] != b"\x7fELF" {
+            return Err(ElfError::BadMagic.into());
+        }
+        let too_short = ElfError::TooShort {
+            size: usize::try_from(len).unwrap_or(usize::MAX),
+        };
+        if len <= 16 {
+            return Err(too_short.into());
+        }
+        let class = match head[4] {
+            1 => Class::Elf32,
+            2 => Class::Elf64,
+            c => return Err(ElfError::BadClass(c).into()),
+        };
+        let endian = match head[5] {
+            1 => Endian::Little,
+            2 => Endian::Big,
+            e => return Err(ElfError::BadEncoding(e).into()),
+        };
+        let (ehdr_size, shdr_size) = match class {
+            Class::Elf32 => (52u64, 40u16),
+            Class::Elf64 => (64u64, 64u16),
+        };
+        if len <= ehdr_size {
+            return Err(too_short.into());
+        }
+        let rd =
+            |data: &[u8], off: u64, size: usize| read_uint(data, off, size, endian).unwrap_or(0);
+        let machine = rd(head, 18, 2) as u16;
+        let (shoff, shentsize, shnum, shstrndx) = match class {
+            Class::Elf32 => (
+                rd(head, 32, 4),
+                rd(head, 46, 2) as u16,
+                rd(head, 48, 2) as u16,
+                rd(head, 50, 2) as u16,
+            ),
+            Class::Elf64 => (
+                rd(head, 40, 8),
+                rd(head, 58, 2) as u16,
+                rd(head, 60, 2) as u16,
+                rd(head, 62, 2) as u16,
+            ),
+        };
+        let file_size = usize::try_from(len).unwrap_or(usize::MAX);
+        if shentsize != shdr_size {
+            return Err(ElfError::BadSectionEntrySize {
+                found: shentsize,
+                expected: shdr_size,
+            }
+            .into());
+        }
+        let table_size = u64::from(shdr_size) * u64::from(shnum);
+        if shoff.checked_add(table_size).is_none_or(|end| end > len) {
+            return Err(ElfError::SectionTableOutOfBounds {
+                offset: shoff,
+                count: shnum,
+                size: file_size,
+            }
+            .into());
+        }
+
+        // Raw headers first: names need the string table, which is itself
+        // one of the sections.
+        let table = src.fetch(shoff, table_size)?;
+        let raw: Vec<SectionHeader> = (0..shnum)
+            .map(|index| {
+                let base = u64::from(index) * u64::from(shdr_size);
+                let (name_offset, kind, offset, size) = match class {
+                    Class::Elf32 => (
+                        rd(table, base, 4) as u32,
+                        rd(table, base + 4, 4) as u32,
+                        rd(table, base + 16, 4),
+                        rd(table, base + 20, 4),
+                    ),
+                    Class::Elf64 => (
+                        rd(table, base, 4) as u32,
+                        rd(table, base + 4, 4) as u32,
+                        rd(table, base + 24, 8),
+                        rd(table, base + 32, 8),
+                    ),
+                };
+                SectionHeader {
+                    index,
+                    name_offset,
+                    kind,
+                    offset,
+                    size,
+                }
+            })
+            .collect();
+        let in_bounds = |off: u64, size: u64| off.checked_add(size).is_some_and(|e| e <= len);
+
+        if shstrndx == SHN_UNDEF || shstrndx >= shnum {
+            return Err(ElfError::BadStringTableIndex(shstrndx).into());
+        }
+        let strtab = raw[usize::from(shstrndx)];
+        if !in_bounds(strtab.offset, strtab.size) {
+            return Err(ElfError::SectionOutOfBounds {
+                index: shstrndx,
+                name: ".shstrtab".into(),
+                offset: strtab.offset,
+                len: strtab.size,
+                size: file_size,
+            }
+            .into());
+        }
+        let names = src.fetch(strtab.offset, strtab.size)?;
+        if names.last() != Some(&0) {
+            return Err(ElfError::UnterminatedStringTable.into());
+        }
+
+        // The kernel's loader (elf_validity_cache_copy in
+        // kernel/module/main.c) refuses a module with any section past the
+        // end of the file; kmod silently skips such a section. We refuse
+        // too, so a damaged module is reported instead of read as empty.
+        // SHT_NOBITS sections occupy no file bytes and are exempt.
+        const SHT_NOBITS: u32 = 8;
+        for h in raw.iter().skip(1) {
+            if h.kind != SHT_NOBITS && !in_bounds(h.offset, h.size) {
+                return Err(ElfError::SectionOutOfBounds {
+                    index: h.index,
+                    name: String::from_utf8_lossy(c_str_at(names, h.name_offset as usize))
+                        .into_owned(),
+                    offset: h.offset,
+                    len: h.size,
+                    size: file_size,
+                }
+                .into());
+            }
+        }
+        let names_len = names.len();
+        // Index 0 is reserved.
+        let sections = raw
+            .into_iter()
+            .skip(1)
+            .filter(|h| in_bounds(h.offset, h.size) && (h.name_offset as usize) < names_len)
+            .collect();
+        Ok(Layout {
+            class,
+            endian,
+            machine,
+            names: (strtab.offset, strtab.size),
+            sections,
+        })
+    }
+
+    /// The sections kept, in table order (index 0 excluded).
+    pub fn sections(&self) -> &[SectionHeader] {
+        &self.sections
+    }
+
+    /// The name of a section, read from `data` (which must hold at least
+    /// the bytes [`Layout::read`] fetched, at their file offsets).
+    pub fn name<'a>(&self, data: &'a [u8], section: &SectionHeader) -> &'a [u8] {
+        let names = range(data, self.names.0, self.names.1).unwrap_or(&[]);
+        c_str_at(names, section.name_offset as usize)
+    }
+}
+
 /// A validated view of an ELF object held in memory.
 #[derive(Debug, Clone)]
 pub struct Elf<'a> {
@@ -136,11 +359,14 @@ pub struct Elf<'a> {
     endian: Endian,
     machine: u16,
     sections: Vec<Section<'a>>,
+    /// Indices of the sections whose bytes were asked for, so a reader
+    /// that filled `data` only in part (`crate::sparse`) can tell whether
+    /// the parse saw real bytes everywhere it looked.
+    touched: RefCell<Vec<u16>>,
 }
 
 fn read_uint(data: &[u8], offset: u64, size: usize, endian: Endian) -> Option<u64> {
-    let start = usize::try_from(offset).ok()?;
-    let bytes = data.get(start..start.checked_add(size)?)?;
+    let bytes = range(data, offset, size as u64)?;
     let mut v = 0u64;
     match endian {
         Endian::Big => {
@@ -167,150 +393,42 @@ pub fn c_str_at(data: &[u8], offset: usize) -> &[u8] {
 }
 
 impl<'a> Elf<'a> {
-    /// Validates the ELF header and section table, as kmod's `kmod_elf_new`
-    /// does, and records every section whose bytes lie inside the file.
+    /// Validates the ELF header and section table (see [`Layout::read`])
+    /// and records every section whose bytes lie inside the buffer.
     pub fn parse(data: &'a [u8]) -> Result<Self, ElfError> {
-        if data.len() < 4 || &data[..4] != b"\x7fELF" {
-            return Err(ElfError::BadMagic);
-        }
-        if data.len() <= 16 {
-            return Err(ElfError::TooShort { size: data.len() });
-        }
-        let class = match data[4] {
-            1 => Class::Elf32,
-            2 => Class::Elf64,
-            c => return Err(ElfError::BadClass(c)),
-        };
-        let endian = match data[5] {
-            1 => Endian::Little,
-            2 => Endian::Big,
-            e => return Err(ElfError::BadEncoding(e)),
-        };
-        let (ehdr_size, shdr_size) = match class {
-            Class::Elf32 => (52usize, 40u16),
-            Class::Elf64 => (64usize, 64u16),
-        };
-        if data.len() <= ehdr_size {
-            return Err(ElfError::TooShort { size: data.len() });
-        }
-        let rd = |off: u64, size: usize| read_uint(data, off, size, endian).unwrap_or(0);
-        let machine = rd(18, 2) as u16;
-        let (shoff, shentsize, shnum, shstrndx) = match class {
-            Class::Elf32 => (
-                rd(32, 4),
-                rd(46, 2) as u16,
-                rd(48, 2) as u16,
-                rd(50, 2) as u16,
-            ),
-            Class::Elf64 => (
-                rd(40, 8),
-                rd(58, 2) as u16,
-                rd(60, 2) as u16,
-                rd(62, 2) as u16,
-            ),
-        };
-        if shentsize != shdr_size {
-            return Err(ElfError::BadSectionEntrySize {
-                found: shentsize,
-                expected: shdr_size,
-            });
-        }
-        let table_end = u64::from(shdr_size)
-            .checked_mul(u64::from(shnum))
-            .and_then(|n| n.checked_add(shoff));
-        if table_end.is_none_or(|end| end > data.len() as u64) {
-            return Err(ElfError::SectionTableOutOfBounds {
-                offset: shoff,
-                count: shnum,
-                size: data.len(),
-            });
-        }
+        let layout = Layout::read(&mut &*data)?;
+        Ok(Elf::with_layout(data, &layout))
+    }
 
-        // Raw headers first: names need the string table, which is itself
-        // one of the sections.
-        let raw: Vec<(u32, u32, u64, u64)> = (0..shnum)
-            .map(|i| {
-                let base = shoff + u64::from(i) * u64::from(shdr_size);
-                match class {
-                    Class::Elf32 => (
-                        rd(base, 4) as u32,
-                        rd(base + 4, 4) as u32,
-                        rd(base + 16, 4),
-                        rd(base + 20, 4),
-                    ),
-                    Class::Elf64 => (
-                        rd(base, 4) as u32,
-                        rd(base + 4, 4) as u32,
-                        rd(base + 24, 8),
-                        rd(base + 32, 8),
-                    ),
-                }
-            })
-            .collect();
-        let in_bounds = |off: u64, size: u64| {
-            off.checked_add(size)
-                .is_some_and(|e| e <= data.len() as u64)
-        };
-
-        if shstrndx == SHN_UNDEF || shstrndx >= shnum {
-            return Err(ElfError::BadStringTableIndex(shstrndx));
-        }
-        let (_, _, str_off, str_size) = raw[usize::from(shstrndx)];
-        if !in_bounds(str_off, str_size) {
-            return Err(ElfError::SectionOutOfBounds {
-                index: shstrndx,
-                name: ".shstrtab".into(),
-                offset: str_off,
-                len: str_size,
-                size: data.len(),
-            });
-        }
-        let names = &data[str_off as usize..(str_off + str_size) as usize];
-        if names.last() != Some(&0) {
-            return Err(ElfError::UnterminatedStringTable);
-        }
-
-        // The kernel's loader (elf_validity_cache_copy in
-        // kernel/module/main.c) refuses a module with any section past the
-        // end of the file; kmod silently skips such a section. We refuse
-        // too, so a damaged module is reported instead of read as empty.
-        // SHT_NOBITS sections occupy no file bytes and are exempt.
-        const SHT_NOBITS: u32 = 8;
-        for (i, &(name_off, kind, off, size)) in raw.iter().enumerate().skip(1) {
-            if kind != SHT_NOBITS && !in_bounds(off, size) {
-                return Err(ElfError::SectionOutOfBounds {
-                    index: i as u16,
-                    name: String::from_utf8_lossy(c_str_at(names, name_off as usize)).into_owned(),
-                    offset: off,
-                    len: size,
-                    size: data.len(),
-                });
-            }
-        }
-        // Index 0 is reserved.
-        let sections = raw
+    /// The view of `data` that `layout` describes. `data` has the file's
+    /// length and holds at least the bytes [`Layout::read`] fetched; a
+    /// section whose bytes were not filled in reads as whatever `data`
+    /// holds there (see [`Elf::touched_sections`]).
+    pub fn with_layout(data: &'a [u8], layout: &Layout) -> Self {
+        let sections = layout
+            .sections
             .iter()
-            .enumerate()
-            .skip(1)
-            .filter(|(_, &(name_off, _, off, size))| {
-                in_bounds(off, size) && (name_off as usize) < names.len()
-            })
-            .map(|(i, &(name_off, kind, offset, size))| Section {
-                index: i as u16,
-                name: c_str_at(names, name_off as usize),
-                kind,
-                offset,
-                size,
+            .map(|h| Section {
+                index: h.index,
+                name: layout.name(data, h),
+                kind: h.kind,
+                offset: h.offset,
+                size: h.size,
             })
             .collect();
-
-        Ok(Elf {
+        Elf {
             data,
-            class,
-            endian,
-            machine,
+            class: layout.class,
+            endian: layout.endian,
+            machine: layout.machine,
             sections,
-        })
+            touched: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The sections whose bytes [`Elf::section_bytes`] handed out so far.
+    pub fn touched_sections(&self) -> Vec<u16> {
+        self.touched.borrow().clone()
     }
 
     pub fn class(&self) -> Class {
@@ -321,9 +439,6 @@ impl<'a> Elf<'a> {
     }
     pub fn machine(&self) -> u16 {
         self.machine
-    }
-    pub fn data(&self) -> &'a [u8] {
-        self.data
     }
     pub fn sections(&self) -> &[Section<'a>] {
         &self.sections
@@ -345,17 +460,16 @@ impl<'a> Elf<'a> {
     /// The bytes of a section (empty for `SHT_NOBITS` semantics is not
     /// applied: kmod reads `sh_offset..sh_offset+sh_size` regardless).
     pub fn section_bytes(&self, section: &Section<'a>) -> &'a [u8] {
-        // In bounds: checked when the section list was built.
-        &self.data[section.offset as usize..(section.offset + section.size) as usize]
+        let mut touched = self.touched.borrow_mut();
+        if !touched.contains(&section.index) {
+            touched.push(section.index);
+        }
+        // In bounds when `data` is the whole object: checked by Layout::read.
+        range(self.data, section.offset, section.size).unwrap_or(&[])
     }
 
     pub fn section_data(&self, name: &str) -> Option<&'a [u8]> {
         self.section(name).map(|s| self.section_bytes(&s))
-    }
-
-    /// Reads an unsigned integer of `size` bytes in the object's byte order.
-    pub fn read_uint(&self, offset: u64, size: usize) -> Option<u64> {
-        read_uint(self.data, offset, size, self.endian)
     }
 
     /// Reads an unsigned integer from a slice in the object's byte order.

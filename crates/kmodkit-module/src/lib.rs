@@ -141,8 +141,8 @@ pub fn read_module_mapped(path: impl AsRef<Path>, limit: u64) -> Result<Module, 
         return Module::parse(&[]).map_err(|e| err(e.into()));
     }
     // A plain module: read just the parts the parser uses.
-    if let Some(buf) = sparse::read(&file, len).map_err(|e| err(e.into()))? {
-        return Module::parse(&buf).map_err(|e| err(e.into()));
+    if let Some(module) = sparse::read(&file, len).map_err(err)? {
+        return Ok(module);
     }
     // SAFETY: the mapping is read-only and private; the documented
     // precondition is that nobody truncates the file meanwhile.
@@ -306,21 +306,26 @@ fn lossy(b: &[u8]) -> String {
 impl Module {
     /// Parses a decompressed module image.
     pub fn parse(data: &[u8]) -> Result<Module, ElfError> {
-        let elf = elf::Elf::parse(data)?;
+        Module::from_elf(&elf::Elf::parse(data)?, data)
+    }
+
+    /// Reads everything from a parsed object; `file` is the whole file
+    /// (the signature trailer follows the ELF image).
+    pub(crate) fn from_elf(elf: &elf::Elf<'_>, file: &[u8]) -> Result<Module, ElfError> {
         let symbols = elf.symbols()?;
         Ok(Module {
             class: elf.class(),
             endian: elf.endian(),
             machine: elf.machine(),
-            modinfo: read_modinfo(&elf),
-            versions: read_versions(&elf)?,
+            modinfo: read_modinfo(elf),
+            versions: read_versions(elf)?,
             has_versions_section: elf.section("__versions").is_some(),
-            extended_versions: read_extended_versions(&elf),
-            exports: read_exports(&elf, &symbols),
-            undefined: read_undefined(&elf, &symbols),
-            depmod_exports: read_depmod_exports(&elf, &symbols),
+            extended_versions: read_extended_versions(elf),
+            exports: read_exports(elf, &symbols),
+            undefined: read_undefined(elf, &symbols),
+            depmod_exports: read_depmod_exports(elf, &symbols),
             this_module_size: elf.section(".gnu.linkonce.this_module").map(|s| s.size),
-            signature: signature::parse_signature(data),
+            signature: signature::parse_signature(file),
         })
     }
 

@@ -76,29 +76,79 @@ pub fn hex_colon(bytes: &[u8]) -> String {
     s
 }
 
-/// Reads the signature trailer, with kmod's acceptance rules: a missing
-/// magic, an out-of-range algorithm, hash or id type, or a length that does
-/// not fit make the file "not signed" rather than an error.
-pub fn parse_signature(file: &[u8]) -> Option<Signature> {
+/// The fixed-size part at the very end of a signed file.
+struct Trailer {
+    algo: usize,
+    hash: usize,
+    id_type: usize,
+    signer_start: usize,
+    key_start: usize,
+    sig_start: usize,
+    /// Where `struct module_signature` starts (the signature ends there).
+    modsig_start: usize,
+}
+
+/// Reads `struct module_signature` and the magic from the last
+/// [`TRAILER_LEN`] bytes of `file`, with kmod's acceptance rules
+/// (`kmod_module_signature_info`): a missing magic, an out-of-range
+/// algorithm, hash or id type, or a length that does not fit make the file
+/// "not signed".
+fn trailer(file: &[u8]) -> Option<Trailer> {
     let size = file.len().checked_sub(SIGNATURE_MAGIC.len())?;
     if &file[size..] != SIGNATURE_MAGIC {
         return None;
     }
-    let size = size.checked_sub(MODSIG_SIZE)?;
-    let modsig = &file[size..size + MODSIG_SIZE];
+    let modsig_start = size.checked_sub(MODSIG_SIZE)?;
+    let modsig = &file[modsig_start..size];
     let (algo, hash, id_type) = (modsig[0] as usize, modsig[1] as usize, modsig[2] as usize);
     let (signer_len, key_id_len) = (modsig[3] as usize, modsig[4] as usize);
     let sig_len = u32::from_be_bytes([modsig[8], modsig[9], modsig[10], modsig[11]]) as usize;
     if algo >= PKEY_ALGO.len() || hash >= PKEY_HASH.len() || id_type >= PKEY_ID_TYPE.len() {
         return None;
     }
-    if sig_len == 0 || size < signer_len + key_id_len + sig_len {
+    if sig_len == 0 {
         return None;
     }
-    let sig_start = size - sig_len;
-    let sig = &file[sig_start..size];
-    let key_start = sig_start - key_id_len;
-    let signer_start = key_start - signer_len;
+    let sig_start = modsig_start.checked_sub(sig_len)?;
+    let key_start = sig_start.checked_sub(key_id_len)?;
+    let signer_start = key_start.checked_sub(signer_len)?;
+    Some(Trailer {
+        algo,
+        hash,
+        id_type,
+        signer_start,
+        key_start,
+        sig_start,
+        modsig_start,
+    })
+}
+
+/// Bytes at the end of a file that [`signature_start`] needs to see.
+pub const TRAILER_LEN: usize = MODSIG_SIZE + SIGNATURE_MAGIC.len();
+
+/// Where the appended signature (signer, key id, signature, trailer)
+/// starts in `file`, reading only its last [`TRAILER_LEN`] bytes; `None`
+/// when the file is not signed. A reader that fetches parts of a file
+/// (`crate::sparse`) reads from there to the end before
+/// [`parse_signature`].
+pub fn signature_start(file: &[u8]) -> Option<usize> {
+    trailer(file).map(|t| t.signer_start)
+}
+
+/// Reads the signature trailer, with kmod's acceptance rules: a missing
+/// magic, an out-of-range algorithm, hash or id type, or a length that does
+/// not fit make the file "not signed" rather than an error.
+pub fn parse_signature(file: &[u8]) -> Option<Signature> {
+    let Trailer {
+        algo,
+        hash,
+        id_type,
+        signer_start,
+        key_start,
+        sig_start,
+        modsig_start,
+    } = trailer(file)?;
+    let sig = &file[sig_start..modsig_start];
     let mut out = Signature {
         id_type: PKEY_ID_TYPE[id_type].to_string(),
         algorithm: PKEY_ALGO[algo].to_string(),

@@ -8,12 +8,25 @@
 //! The buffer has the file's length (so every offset means what it means
 //! in the file) but is zero-allocated, so untouched pages cost nothing;
 //! the wanted ranges are read into place with `pread`.
+//!
+//! There is no second ELF parser here: [`crate::elf::Layout::read`] reads
+//! the header and section table through [`FileRanges`], asking for each
+//! range after checking it, and the module parser then runs on the buffer.
+//! Which sections it actually read comes back from
+//! [`crate::elf::Elf::touched_sections`]; any it read that were not
+//! fetched yet are fetched and the parse repeated, so the result is the
+//! one the whole file would give.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-/// Section names whose bytes the reader uses.
-fn wanted(name: &[u8]) -> bool {
+use crate::elf::{Elf, ElfError, Layout, RangeSource};
+use crate::{signature, ErrorKind, Module};
+
+/// Sections the module parser reads in every module that has them:
+/// fetched before the first parse so that one parse is the usual case.
+/// Only a hint for speed; correctness comes from the touched sections.
+fn prefetch(name: &[u8]) -> bool {
     matches!(
         name,
         b".modinfo"
@@ -26,98 +39,95 @@ fn wanted(name: &[u8]) -> bool {
         || name.starts_with(b"__kcrctab")
 }
 
-/// The tail kept for the appended signature (PKCS#7 blobs are ~1 KiB).
-const TAIL: u64 = 16 << 10;
+/// The tail read in one go for the signature: a PKCS#7 blob from
+/// sign-file is under 1 KiB; a longer one costs a second read.
+const TAIL: u64 = 4 << 10;
 
-fn read_range(file: &File, buf: &mut [u8], offset: u64, size: u64) -> std::io::Result<()> {
-    let Some(end) = offset.checked_add(size) else {
-        return Ok(());
-    };
-    if end > buf.len() as u64 || size == 0 {
-        return Ok(()); // out of bounds: left for the ELF parser to report
-    }
-    file.read_exact_at(&mut buf[offset as usize..end as usize], offset)
+/// A file-sized buffer, filled range by range from the file.
+struct FileRanges<'f> {
+    file: &'f File,
+    buf: Vec<u8>,
 }
 
-/// A file-sized buffer holding the parts of a plain ELF module the reader
-/// needs, or `None` when the file does not start like an ELF object.
-pub fn read(file: &File, len: u64) -> std::io::Result<Option<Vec<u8>>> {
-    if len < 64 {
-        return Ok(None);
+impl RangeSource for FileRanges<'_> {
+    type Error = ErrorKind;
+
+    fn size(&self) -> u64 {
+        self.buf.len() as u64
     }
-    let mut buf = vec![0u8; len as usize];
-    read_range(file, &mut buf, 0, 64)?;
-    if &buf[..4] != b"\x7fELF" {
-        return Ok(None);
-    }
-    let big = buf[5] == 2;
-    let wide = buf[4] == 2;
-    let rd = |b: &[u8], off: usize, size: usize| -> u64 {
-        let s = &b[off..off + size];
-        let mut v = 0u64;
-        if big {
-            for x in s {
-                v = (v << 8) | u64::from(*x);
-            }
-        } else {
-            for x in s.iter().rev() {
-                v = (v << 8) | u64::from(*x);
-            }
-        }
-        v
-    };
-    let (shoff, shentsize, shnum, shstrndx) = if wide {
-        (
-            rd(&buf, 40, 8),
-            rd(&buf, 58, 2),
-            rd(&buf, 60, 2),
-            rd(&buf, 62, 2),
-        )
-    } else {
-        (
-            rd(&buf, 32, 4),
-            rd(&buf, 46, 2),
-            rd(&buf, 48, 2),
-            rd(&buf, 50, 2),
-        )
-    };
-    let table = shentsize.saturating_mul(shnum);
-    read_range(file, &mut buf, shoff, table)?;
-    if shoff.saturating_add(table) > len || shentsize < if wide { 64 } else { 40 } {
-        return Ok(Some(buf)); // the parser reports the bad table
-    }
-    let header = |b: &[u8], i: u64| -> (u64, u64, u64) {
-        let base = (shoff + i * shentsize) as usize;
-        if wide {
-            (rd(b, base, 4), rd(b, base + 24, 8), rd(b, base + 32, 8))
-        } else {
-            (rd(b, base, 4), rd(b, base + 16, 4), rd(b, base + 20, 4))
-        }
-    };
-    if shstrndx >= shnum {
-        return Ok(Some(buf));
-    }
-    let (_, str_off, str_size) = header(&buf, shstrndx);
-    read_range(file, &mut buf, str_off, str_size)?;
-    let mut ranges = Vec::new();
-    for i in 1..shnum {
-        let (name_off, off, size) = header(&buf, i);
-        let Some(name_start) = str_off.checked_add(name_off) else {
-            continue;
+
+    fn fetch(&mut self, offset: u64, size: u64) -> Result<&[u8], ErrorKind> {
+        let Some(start) = usize::try_from(offset).ok() else {
+            return Ok(&[]);
         };
-        if name_off >= str_size || name_start >= len {
-            continue;
+        let Some(end) = usize::try_from(size)
+            .ok()
+            .and_then(|size| start.checked_add(size))
+            .filter(|&end| end <= self.buf.len())
+        else {
+            // The parser asks only for checked ranges; nothing to read.
+            return Ok(&[]);
+        };
+        let part = &mut self.buf[start..end];
+        if !part.is_empty() {
+            self.file.read_exact_at(part, offset)?;
         }
-        let names = &buf[name_start as usize..(str_off + str_size).min(len) as usize];
-        let name = names.split(|&c| c == 0).next().unwrap_or(&[]);
-        if wanted(name) {
-            ranges.push((off, size));
-        }
+        Ok(part)
     }
-    for (off, size) in ranges {
-        read_range(file, &mut buf, off, size)?;
+}
+
+/// Parses a plain ELF module of `len` bytes from `file`, reading only the
+/// ranges the parser needs; `None` when the file does not start like an
+/// ELF object (compressed, or not a module at all).
+pub(crate) fn read(file: &File, len: u64) -> Result<Option<Module>, ErrorKind> {
+    let Ok(size) = usize::try_from(len) else {
+        return Ok(None);
+    };
+    let mut src = FileRanges {
+        file,
+        buf: vec![0u8; size],
+    };
+    let layout = match Layout::read(&mut src) {
+        Ok(layout) => layout,
+        Err(ErrorKind::Elf(ElfError::BadMagic)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+
+    let mut fetched: Vec<u16> = Vec::new();
+    for section in layout.sections() {
+        if prefetch(layout.name(&src.buf, section)) {
+            src.fetch(section.offset, section.size)?;
+            fetched.push(section.index);
+        }
     }
     let tail = TAIL.min(len);
-    read_range(file, &mut buf, len - tail, tail)?;
-    Ok(Some(buf))
+    src.fetch(len - tail, tail)?;
+    if let Some(start) = signature::signature_start(&src.buf) {
+        let start = start as u64;
+        if start < len - tail {
+            src.fetch(start, len - tail - start)?;
+        }
+    }
+
+    // Each round fetches at least one more section, so this ends; real
+    // modules need one round, hostile ones rarely more than two.
+    loop {
+        let elf = Elf::with_layout(&src.buf, &layout);
+        let parsed = Module::from_elf(&elf, &src.buf);
+        let missing: Vec<u16> = elf
+            .touched_sections()
+            .into_iter()
+            .filter(|i| !fetched.contains(i))
+            .collect();
+        if missing.is_empty() {
+            return parsed.map(Some).map_err(ErrorKind::Elf);
+        }
+        drop(elf);
+        for index in missing {
+            if let Some(s) = layout.sections().iter().find(|s| s.index == index) {
+                src.fetch(s.offset, s.size)?;
+            }
+            fetched.push(index);
+        }
+    }
 }

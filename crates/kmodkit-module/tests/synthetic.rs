@@ -6,9 +6,10 @@
 //! The objects come from the `object` crate's ELF writer and carry the
 //! sections modpost and `<linux/export-internal.h>` produce (see the crate
 //! doc of `kmodkit_module`). The expected values are the ones put in, and
-//! kmod 30 (`modprobe --dump-modversions`, `modinfo -F`), when installed,
-//! must read the same from the same files. Signatures are DER built by
-//! hand, plus a real one from `openssl cms` checked with OpenSSL.
+//! kmod 30 (`modprobe --dump-modversions`, `modinfo -F`) must read the same from the same files. Signatures are DER built by
+//! hand, plus a real one from `openssl cms` checked with OpenSSL. kmod and
+//! openssl are required: the test command installs both, and a missing
+//! one fails the test rather than skipping it.
 //!
 //! With `KMODKIT_WRITE_FUZZ_CORPUS=1`, `fuzz_seed_corpus` rewrites the
 //! seed inputs of `fuzz/corpus/module_reader/` from these builders.
@@ -666,18 +667,10 @@ fn signature_trailer_rules() {
 
 /// A real signature from OpenSSL, checked against OpenSSL: the signer and
 /// serial of the certificate, and the extracted signature value recovers a
-/// DigestInfo whose digest is the module's SHA-256. Skipped (with a note)
-/// when `openssl` is not installed.
+/// DigestInfo whose digest is the module's SHA-256.
 #[test]
 fn openssl_cms_signature() {
-    if std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_err()
-    {
-        eprintln!("openssl not installed; skipping the real-signature check");
-        return;
-    }
+    kmodkit_fixtures::require_tool("openssl", "openssl");
     let dir = scratch_dir("openssl");
     let module = build_module(TARGETS[0], false);
     let (ko, key, cert, blob, value, recovered) = (
@@ -801,17 +794,15 @@ fn scratch_dir(name: &str) -> PathBuf {
 /// kmod 30 as the oracle where it reads the same fields: `modprobe
 /// --dump-modversions` for `__versions` (kmod knows no extended
 /// modversions) and `modinfo -F` for `.modinfo` and the signature, over
-/// every class, byte order and compression. Skipped when kmod is missing.
+/// every class, byte order and compression.
 #[test]
 fn kmod_agrees() {
-    let (Some(kmod), Some(modprobe), Some(modinfo)) = (
+    let (kmod, modprobe, modinfo) = (
         sbin_tool("kmod"),
         sbin_tool("modprobe"),
         sbin_tool("modinfo"),
-    ) else {
-        eprintln!("kmod not installed; skipping the kmod oracle check");
-        return;
-    };
+    );
+    let mut compared = 0usize;
     // "+ZSTD +XZ -ZLIB ...": the formats this kmod build can read.
     let features = run(&kmod, &["--version"]);
     let reads = |c: Compression| {
@@ -882,18 +873,28 @@ fn kmod_agrees() {
                 kmod_signature,
                 kmodkit_module::signature::hex_colon(&sig.signature)
             );
+            compared += 1;
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    // Every target in plain form at least, and every format kmod reads.
+    assert!(
+        compared >= TARGETS.len(),
+        "kmod compared only {compared} files"
+    );
 }
 
-/// A kmod tool from `PATH` or the sbin directories a non-root `PATH` lacks.
-fn sbin_tool(name: &str) -> Option<PathBuf> {
+/// A kmod tool from `PATH` or the sbin directories a non-root `PATH`
+/// lacks; a missing one fails the test with what to install.
+fn sbin_tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("oracle '{name}' not installed: apt-get install kmod (scripts/fixtures does)")
+        })
 }
 
 fn run(program: &Path, args: &[&str]) -> String {
@@ -990,9 +991,12 @@ fn compressed_round_trips() {
 // Hostile inputs
 
 /// Reads `bytes` as `hostile/<name>`, expects an error, and checks that its
-/// text names the file and contains every keyword.
+/// text names the file and contains every keyword. The same bytes written
+/// to a file must fail the same way through the file readers depmod, abi
+/// check and modinfo use (see [`read_from_file`]).
 fn expect_error(name: &str, bytes: Vec<u8>, limit: u64, keywords: &[&str]) -> String {
     let path = format!("hostile/{name}");
+    let from_file = read_from_file(name, &bytes, limit);
     let msg = match read(&path, bytes, limit) {
         Ok(_) => panic!("{path}: read without error"),
         Err(e) => e.to_string(),
@@ -1007,7 +1011,74 @@ fn expect_error(name: &str, bytes: Vec<u8>, limit: u64, keywords: &[&str]) -> St
             "{path}: {msg:?} does not mention {keyword:?}"
         );
     }
+    let kind = &msg[path.len() + 2..];
+    for (reader, result) in from_file {
+        match result {
+            Ok(_) => panic!("{name}: {reader} read without error; in memory: {msg}"),
+            Err(e) => assert_eq!(
+                e.kind.to_string(),
+                kind,
+                "{name}: {reader} and the in-memory reader disagree"
+            ),
+        }
+    }
     msg
+}
+
+/// Writes `bytes` to a scratch file and reads it with each file reader:
+/// `read_module_mapped` (depmod's scan, abi check, add-drivers: the
+/// sparse `pread` path for a plain module, mmap for a compressed one) and
+/// `read_module` (modinfo). Each result is as `Debug` text, to compare.
+fn read_from_file(
+    name: &str,
+    bytes: &[u8],
+    limit: u64,
+) -> [(&'static str, Result<String, kmodkit_module::Error>); 2] {
+    let path = scratch_dir("files").join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let mapped = kmodkit_module::read_module_mapped(&path, limit).map(|m| format!("{m:?}"));
+    let full = ModuleFile::open_with_limit(&path, limit)
+        .and_then(|f| f.parse())
+        .map(|m| format!("{m:?}"));
+    let check_name = |r: &Result<String, kmodkit_module::Error>| {
+        if let Err(e) = r {
+            assert_eq!(e.path, path, "{name}: error names another file: {e}");
+        }
+    };
+    check_name(&mapped);
+    check_name(&full);
+    std::fs::remove_file(&path).unwrap();
+    [("read_module_mapped", mapped), ("ModuleFile::open", full)]
+}
+
+/// Issue 13, failure 1: 192 bytes of ELF64 whose section-name table has
+/// offset 100 and size 2^64 - 50, so `offset + size` wraps to 50. The
+/// sparse reader used to re-parse the headers without checks and slice
+/// `[100..50]`: a panic in depmod and abi check.
+fn wrapping_name_table() -> Vec<u8> {
+    let mut bytes = vec![0u8; 192];
+    bytes[..4].copy_from_slice(b"\x7fELF");
+    bytes[4] = 2; // ELFCLASS64
+    bytes[5] = 1; // ELFDATA2LSB
+    bytes[6] = 1; // EV_CURRENT
+    bytes[40..48].copy_from_slice(&64u64.to_le_bytes()); // e_shoff
+    bytes[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
+    bytes[60..62].copy_from_slice(&2u16.to_le_bytes()); // e_shnum
+    bytes[62..64].copy_from_slice(&1u16.to_le_bytes()); // e_shstrndx
+    let shdr1 = 64 + 64;
+    bytes[shdr1 + 24..shdr1 + 32].copy_from_slice(&100u64.to_le_bytes()); // sh_offset
+    bytes[shdr1 + 32..shdr1 + 40].copy_from_slice(&(u64::MAX - 49).to_le_bytes()); // sh_size
+    bytes
+}
+
+#[test]
+fn wrapping_section_name_table_is_an_error_in_every_reader() {
+    expect_error(
+        "wrapping-shstrtab.ko",
+        wrapping_name_table(),
+        LIMIT,
+        &[".shstrtab", "offset 100", "runs past the end"],
+    );
 }
 
 /// Offsets of the fields this file patches, per class (ELF spec, gABI).
@@ -1469,6 +1540,24 @@ fn xz_dictionary_is_bounded() {
     );
 }
 
+/// A zstd frame header declaring 2^62 bytes of content, then garbage: the
+/// declared size is a hint for the output buffer, never an allocation of
+/// that size (which aborts the process), even without a limit.
+#[test]
+fn declared_size_is_not_trusted() {
+    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+    frame.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    frame.extend_from_slice(&[0x5a; 32]);
+    for limit in [LIMIT, u64::MAX] {
+        expect_error(
+            &format!("huge-declared-{limit}.ko.zst"),
+            frame.clone(),
+            limit,
+            &["zstd stream is corrupt or truncated"],
+        );
+    }
+}
+
 /// `u64::MAX` means "no limit" to a caller; it must not overflow.
 #[test]
 fn unbounded_limit() {
@@ -1526,8 +1615,14 @@ proptest! {
             let len = cut.index(bytes.len());
             bytes.truncate(len);
         }
-        if let Err(e) = read("mutant.ko", bytes, LIMIT) {
+        let from_file = read_from_file("mutant.ko", &bytes, LIMIT);
+        let in_memory = read("mutant.ko", bytes, LIMIT);
+        if let Err(e) = &in_memory {
             prop_assert!(e.to_string().starts_with("mutant.ko: "), "{}", e);
+        }
+        let in_memory = in_memory.map(|(_, m)| format!("{m:?}")).map_err(|e| e.kind.to_string());
+        for (reader, result) in from_file {
+            prop_assert_eq!(&result.map_err(|e| e.kind.to_string()), &in_memory, "{}", reader);
         }
     }
 }
@@ -1535,17 +1630,21 @@ proptest! {
 // ---------------------------------------------------------------------------
 // Fuzz corpus
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/module_reader")
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target)
 }
 
-/// Writes the seed corpus when `KMODKIT_WRITE_FUZZ_CORPUS` is set;
-/// otherwise reads every input in the corpus (seeds, and any crash input
-/// added as a regression) and requires that none panics.
+/// Writes the synthetic seeds of `module_reader` when
+/// `KMODKIT_WRITE_FUZZ_CORPUS` is set. Then reads every input of the
+/// module fuzz targets' corpora (seeds, and each crash input kept as a
+/// regression) in memory and through the file readers: none may panic and
+/// all readers must agree, as the `module_file` target requires.
 #[test]
 fn fuzz_seed_corpus() {
-    let dir = corpus_dir();
     if std::env::var_os("KMODKIT_WRITE_FUZZ_CORPUS").is_some() {
+        let dir = corpus_dir("module_reader");
         std::fs::create_dir_all(&dir).unwrap();
         let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
         for target in TARGETS {
@@ -1565,12 +1664,38 @@ fn fuzz_seed_corpus() {
             std::fs::write(dir.join(name), bytes).unwrap();
         }
     }
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        let bytes = std::fs::read(&path).unwrap();
-        let _ = read(&path.display().to_string(), bytes, LIMIT);
+    for target in ["module_reader", "module_file"] {
+        let dir = corpus_dir(target);
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("fuzz corpus {}: {e}", dir.display()));
+        let (mut inputs, mut modules) = (0usize, 0usize);
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue; // libFuzzer's scratch files, ignored by git
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let from_file = read_from_file(&format!("{target}-{name}"), &bytes, LIMIT);
+            let in_memory = read(&name, bytes, LIMIT)
+                .map(|(_, m)| format!("{m:?}"))
+                .map_err(|e| e.kind.to_string());
+            for (reader, result) in from_file {
+                assert_eq!(
+                    result.map_err(|e| e.kind.to_string()),
+                    in_memory,
+                    "{}: {reader} and the in-memory reader disagree",
+                    path.display()
+                );
+            }
+            inputs += 1;
+            modules += usize::from(in_memory.is_ok());
+        }
+        // The seeds are valid modules; crash inputs add errors.
+        assert!(
+            modules > 0 && inputs >= modules,
+            "{}: {inputs} inputs, {modules} read as modules",
+            dir.display()
+        );
     }
 }
