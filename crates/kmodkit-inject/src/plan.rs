@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use kmodkit_abi::target::Target;
 use kmodkit_abi::Verdict;
 use kmodkit_depmod::output::render_all;
-use kmodkit_depmod::tree::{profile, ModuleTree, TreeOptions};
+use kmodkit_depmod::tree::{ModuleTree, TreeOptions};
 use kmodkit_index::lookup::ModuleDirectory;
 use kmodkit_initramfs::read::Progress;
 use serde::Serialize;
@@ -169,7 +169,6 @@ fn remove_stale_scratch(base: &Path, prefix: &str) {
 pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError> {
     let scratch = scratch_dir("kmodkit-add-drivers.")?;
     let image_root = scratch.path().join("image");
-    let t = std::time::Instant::now();
     // The source side (index check, resolution, ABI check) only needs the
     // image's kernel release, which the reader sees early: it runs while
     // the rest of the image is still being decompressed.
@@ -188,7 +187,6 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
         (facts, early)
     });
     let facts = facts?;
-    profile("read image and resolve", t);
     let image_kernel = match (facts.kernel_releases.as_slice(), &req.image_kernel) {
         ([one], Some(k)) if one != k => {
             return Err(InjectError::Invalid(format!(
@@ -251,7 +249,6 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
     check_image_options(&plan, &req.options)?;
     add_modules(&mut plan, req)?;
     add_index(&mut plan, req)?;
-    profile("image index", t);
     add_firmware(&mut plan);
     add_machinery(&mut plan, req)?;
     Ok(plan)

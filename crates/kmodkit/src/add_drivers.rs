@@ -312,10 +312,12 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
         depmod_config: Vec::new(),
     };
     let bar = Bar::new("reading");
+    let t = std::time::Instant::now();
     let plan =
         // Every error of the plan names its file (the image, a module, the
         // source tree): no context that would say the image twice.
         plan::build(&req, &bar)?;
+    crate::profile::step("plan", t);
     // The scratch tree goes on drop; on Ctrl-C or SIGTERM, this removes it.
     let _scratch_on_signal = kmodkit_commit::remove_dir_on_signal(plan.scratch.path());
     let mut stdout = io::stdout().lock();

@@ -9,6 +9,7 @@ mod host;
 mod initrd;
 mod man;
 mod modinfo;
+mod profile;
 mod weak_modules;
 
 use std::process::ExitCode;
