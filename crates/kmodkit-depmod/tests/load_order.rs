@@ -62,7 +62,12 @@ fn load_order_matches_modprobe_show_depends() {
                 .iter()
                 .map(|&d| tree.modules[d].path.display().to_string())
                 .collect();
-            assert_eq!(actual, expected, "{kver}: load order of {}", m.display_name());
+            assert_eq!(
+                actual,
+                expected,
+                "{kver}: load order of {}",
+                m.display_name()
+            );
             compared += 1;
             if compared >= 1500 {
                 break;
