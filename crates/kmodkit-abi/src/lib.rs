@@ -283,7 +283,7 @@ pub fn check(target: &Target, set: &[PathBuf], placement: &str) -> Vec<Verdict> 
         let placed = format!("{}/{}/{}", target.module_dir, placement, base);
         match target.scan.provider_path(&c.name) {
             Some(existing) if !target.scan.would_replace(&placed) => {
-                shadowed[i] = Some(existing.to_string())
+                shadowed[i] = Some(existing.display().to_string())
             }
             _ => replaces[i] = true,
         }
@@ -344,7 +344,7 @@ pub fn check(target: &Target, set: &[PathBuf], placement: &str) -> Vec<Verdict> 
             Owner::InTree(n) => target
                 .scan
                 .provider_path(n)
-                .map_or_else(|| n.clone(), str::to_string),
+                .map_or_else(|| n.clone(), |p| p.display().to_string()),
             Owner::Set(j) => candidates[*j].path.display().to_string(),
         }
     };

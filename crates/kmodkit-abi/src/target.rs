@@ -90,10 +90,11 @@ impl Target {
         let scan = ModuleTree::scan(options)?;
         // Any in-tree module carries the kernel's vermagic and struct module
         // size; prefer one under kernel/ (an out-of-tree one may be stale).
+        let kernel_dir = Path::new(&module_dir).join("kernel");
         let reference = scan
             .modules()
             .map(|(_, p)| p)
-            .find(|p| p.starts_with(&format!("{module_dir}/kernel/")))
+            .find(|p| p.starts_with(&kernel_dir))
             .or_else(|| scan.modules().map(|(_, p)| p).next())
             .map(PathBuf::from)
             .ok_or_else(|| TargetError::NoReferenceModule {

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::tree::ModuleRecord;
+use crate::index_file::OutputFile;
+use crate::record::ModuleRecord;
 
 const MAGIC: &[u8; 8] = b"KMKDEPC1";
 
@@ -191,7 +192,7 @@ impl ModuleCache {
 const OUTPUT_MAGIC: &[u8; 8] = b"KMKDEPO1";
 
 /// The index files of the last run, kept beside the module cache and
-/// reused when a [`crate::tree::TreeScan::fingerprint`] matches: an
+/// reused when a [`crate::scan::TreeScan::fingerprint`] matches: an
 /// unchanged tree is re-indexed by writing these bytes, without reading a
 /// single module.
 ///
@@ -200,7 +201,7 @@ const OUTPUT_MAGIC: &[u8; 8] = b"KMKDEPO1";
 /// length, bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedOutput {
-    pub files: Vec<crate::output::OutputFile>,
+    pub files: Vec<OutputFile>,
     /// (severity, message) as printed by the run that produced the files.
     pub diagnostics: Vec<(String, String)>,
 }
@@ -245,7 +246,7 @@ impl CachedOutput {
             let text = r.u8()? != 0;
             let len = usize::try_from(r.u64()?).ok()?;
             let contents = r.bytes(len)?.to_vec();
-            files.push(crate::output::OutputFile {
+            files.push(OutputFile {
                 name,
                 contents,
                 text,

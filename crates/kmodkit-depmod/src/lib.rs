@@ -8,17 +8,27 @@
 
 pub mod cache;
 pub mod config;
+pub mod diagnostic;
+pub mod graph;
+pub mod index_file;
 pub mod installed;
 pub mod kmod_hash;
+pub mod options;
 pub mod output;
+pub mod record;
+pub mod scan;
+pub mod symbols;
 pub mod tree;
 pub mod write;
 
 use std::path::PathBuf;
 
 pub use config::DepmodConfig;
-pub use output::OutputFile;
-pub use tree::{Diagnostic, KernelSymbols, ModuleTree, TreeModule, TreeOptions};
+pub use diagnostic::Diagnostic;
+pub use index_file::OutputFile;
+pub use options::{KernelSymbols, StepTime, TreeOptions};
+pub use scan::TreeScan;
+pub use tree::{ModuleTree, TreeModule};
 
 /// Why a depmod run stopped. Nothing has been written when one is returned
 /// (files are only installed after every step succeeded).

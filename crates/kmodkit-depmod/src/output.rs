@@ -6,18 +6,11 @@ use kmodkit_index::lookup::normalize_alias;
 use kmodkit_index::writer::IndexBuilder;
 use rayon::prelude::*;
 
+use crate::diagnostic::{strerror, Diagnostic};
+pub use crate::index_file::OutputFile;
 use crate::kmod_hash;
-use crate::tree::{strerror, Diagnostic, ModuleTree};
+use crate::tree::ModuleTree;
 use crate::DepmodError;
-
-/// One output file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputFile {
-    pub name: &'static str,
-    pub contents: Vec<u8>,
-    /// Text files are what `depmod -n` prints.
-    pub text: bool,
-}
 
 /// Every file, in the order kmod writes them, rendered in parallel.
 /// The second value holds what kmod reports while writing (bracket and
@@ -98,28 +91,29 @@ fn bin(name: &'static str, contents: Option<Vec<u8>>) -> Option<OutputFile> {
     })
 }
 
-/// `path: dep dep ...` for every module, in array order.
-fn dependency_lines(tree: &ModuleTree) -> Vec<String> {
+/// `path: dep dep ...` for every module, in array order. Paths are the
+/// file names' bytes, as kmod writes them (`output_deps`).
+fn dependency_lines(tree: &ModuleTree) -> Vec<Vec<u8>> {
     tree.modules
         .par_iter()
         .enumerate()
         .map(|(i, m)| {
-            let mut line = String::with_capacity(128);
-            line.push_str(m.index_path());
-            line.push(':');
+            let mut line = Vec::with_capacity(128);
+            line.extend_from_slice(m.index_path());
+            line.push(b':');
             for d in tree.dependency_closure(i) {
-                line.push(' ');
-                line.push_str(tree.modules[d].index_path());
+                line.push(b' ');
+                line.extend_from_slice(tree.modules[d].index_path());
             }
             line
         })
         .collect()
 }
 
-fn render_deps(lines: &[String]) -> Vec<u8> {
+fn render_deps(lines: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for l in lines {
-        out.extend_from_slice(l.as_bytes());
+        out.extend_from_slice(l);
         out.push(b'\n');
     }
     out
@@ -129,11 +123,10 @@ fn index_error(e: kmodkit_index::writer::NotAscii) -> DepmodError {
     DepmodError::Index(e.to_string())
 }
 
-fn render_deps_bin(tree: &ModuleTree, lines: &[String]) -> Result<Option<Vec<u8>>, DepmodError> {
+fn render_deps_bin(tree: &ModuleTree, lines: &[Vec<u8>]) -> Result<Option<Vec<u8>>, DepmodError> {
     let mut idx = IndexBuilder::new();
     for (i, (m, line)) in tree.modules.iter().zip(lines).enumerate() {
-        idx.insert(m.name.as_bytes(), line.as_bytes(), i as u32)
-            .map_err(index_error)?;
+        idx.insert(&m.name, line, i as u32).map_err(index_error)?;
     }
     Ok(Some(idx.to_bytes()))
 }
@@ -143,7 +136,7 @@ fn render_aliases(tree: &ModuleTree) -> Vec<u8> {
     for m in &tree.modules {
         for (k, v) in &m.record.info {
             if k == "alias" {
-                out.extend_from_slice(format!("alias {v} {}\n", m.name).as_bytes());
+                line(&mut out, &[b"alias ", v.as_bytes(), b" ", &m.name]);
             }
         }
     }
@@ -162,7 +155,7 @@ fn render_aliases_bin(
             }
             match normalize_alias(v) {
                 Ok(alias) => {
-                    idx.insert(alias.as_bytes(), m.name.as_bytes(), i as u32)
+                    idx.insert(alias.as_bytes(), &m.name, i as u32)
                         .map_err(index_error)?;
                 }
                 // WRN in kmod's output_aliases_bin.
@@ -178,7 +171,7 @@ fn render_softdeps(tree: &ModuleTree) -> Vec<u8> {
     for m in &tree.modules {
         for (k, v) in &m.record.info {
             if k == "softdep" {
-                out.extend_from_slice(format!("softdep {} {v}\n", m.name).as_bytes());
+                line(&mut out, &[b"softdep ", &m.name, b" ", v.as_bytes()]);
             }
         }
     }
@@ -191,7 +184,7 @@ fn owned_symbols(tree: &ModuleTree) -> Vec<(&str, usize)> {
     let mut syms: Vec<(&str, usize)> = tree
         .symbols
         .iter()
-        .filter_map(|(name, p)| p.owner.map(|o| (name.as_str(), o)))
+        .filter_map(|(name, p)| p.owner.map(|o| (name, o)))
         .collect();
     kmod_hash::sort_in_iteration_order(&mut syms, 2048, |(n, _)| n.as_bytes());
     syms
@@ -200,8 +193,14 @@ fn owned_symbols(tree: &ModuleTree) -> Vec<(&str, usize)> {
 fn render_symbols(tree: &ModuleTree) -> Vec<u8> {
     let mut out = b"# Aliases for symbols, used by symbol_request().\n".to_vec();
     for (name, owner) in owned_symbols(tree) {
-        out.extend_from_slice(
-            format!("alias symbol:{name} {}\n", tree.modules[owner].name).as_bytes(),
+        line(
+            &mut out,
+            &[
+                b"alias symbol:",
+                name.as_bytes(),
+                b" ",
+                &tree.modules[owner].name,
+            ],
         );
     }
     out
@@ -211,12 +210,8 @@ fn render_symbols_bin(tree: &ModuleTree) -> Result<Option<Vec<u8>>, DepmodError>
     let mut idx = IndexBuilder::new();
     for (name, owner) in owned_symbols(tree) {
         let key = format!("symbol:{name}");
-        idx.insert(
-            key.as_bytes(),
-            tree.modules[owner].name.as_bytes(),
-            owner as u32,
-        )
-        .map_err(index_error)?;
+        idx.insert(key.as_bytes(), &tree.modules[owner].name, owner as u32)
+            .map_err(index_error)?;
     }
     Ok(Some(idx.to_bytes()))
 }
@@ -386,13 +381,23 @@ fn render_devname(tree: &ModuleTree, warnings: &mut Vec<Diagnostic>) -> Vec<u8> 
                 if out.is_empty() {
                     out.extend_from_slice(b"# Device nodes to trigger on-demand module loading.\n");
                 }
-                out.extend_from_slice(format!("{} {devname} {t}{major}:{minor}\n", m.name).as_bytes());
+                let rest = format!(" {devname} {t}{major}:{minor}");
+                line(&mut out, &[&m.name, rest.as_bytes()]);
             }
             None => warnings.push(Diagnostic::Error(format!(
                 "Module '{}' has devname ({devname}) but lacks major and minor information. Ignoring.",
-                m.name
+                m.display_name()
             ))),
         }
     }
     out
+}
+
+/// Appends the parts and a newline: text lines that hold module names,
+/// which are bytes (kmod prints them with `%s`).
+fn line(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.push(b'\n');
 }

@@ -49,7 +49,7 @@ fn load_order_matches_modprobe_show_depends() {
                     "-S",
                     kver,
                     "--show-depends",
-                    &m.name,
+                    &m.display_name(),
                 ])
                 .output()
                 .expect("run modprobe (kmod)");
@@ -60,9 +60,14 @@ fn load_order_matches_modprobe_show_depends() {
                 .collect();
             let actual: Vec<String> = order
                 .iter()
-                .map(|&d| tree.modules[d].path.clone())
+                .map(|&d| tree.modules[d].path.display().to_string())
                 .collect();
-            assert_eq!(actual, expected, "{kver}: load order of {}", m.name);
+            assert_eq!(
+                actual,
+                expected,
+                "{kver}: load order of {}",
+                m.display_name()
+            );
             compared += 1;
             if compared >= 1500 {
                 break;

@@ -12,7 +12,8 @@
 
 use crate::{FLAG_CHILDS, FLAG_PREFIX, FLAG_VALUES, MAGIC, VERSION};
 
-/// Keys and values must be 7-bit ASCII (`index__checkstring`).
+/// Keys must be 7-bit ASCII: each key byte indexes a 128-entry child
+/// table (`index__checkstring`, `INDEX_CHILDMAX`).
 #[derive(Debug, thiserror::Error)]
 #[error("index {what} {text:?} has a byte outside 7-bit ASCII; kmod's index cannot store it")]
 pub struct NotAscii {
@@ -72,7 +73,10 @@ impl IndexBuilder {
     /// equal value (kmod's "duplicate", reported with `depmod -w`).
     pub fn insert(&mut self, key: &[u8], value: &[u8], priority: u32) -> Result<bool, NotAscii> {
         Self::check("key", key)?;
-        Self::check("value", value)?;
+        // kmod 30 checks values too, but `index__checkstring` reads each
+        // byte as a (signed on x86) `char`, so a byte >= 0x80 passes: a
+        // modules.dep.bin line for `kernel/dum.日.ko` holds the path's raw
+        // bytes. Values are only copied, so any byte is safe to store.
         let mut node = 0usize;
         let mut i = 0usize;
         loop {

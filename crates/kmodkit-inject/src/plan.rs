@@ -11,7 +11,7 @@ use kmodkit_abi::target::Target;
 use kmodkit_abi::Verdict;
 use kmodkit_commit::ScratchDir;
 use kmodkit_depmod::output::render_all;
-use kmodkit_depmod::tree::{profile, ModuleTree, TreeOptions};
+use kmodkit_depmod::tree::{ModuleTree, TreeOptions};
 use kmodkit_index::lookup::ModuleDirectory;
 use kmodkit_initramfs::read::Progress;
 use serde::Serialize;
@@ -149,7 +149,6 @@ fn scratch_dir(base: &Path) -> Result<ScratchDir, InjectError> {
 pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError> {
     let scratch = scratch_dir(&req.scratch_base)?;
     let image_root = scratch.path().join("image");
-    let t = std::time::Instant::now();
     // The source side (index check, resolution, ABI check) only needs the
     // image's kernel release, which the reader sees early: it runs while
     // the rest of the image is still being decompressed.
@@ -168,7 +167,6 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
         (facts, early)
     });
     let facts = facts?;
-    profile("read image and resolve", t);
     let image_kernel = match (facts.kernel_releases.as_slice(), &req.image_kernel) {
         ([one], Some(k)) if one != k => {
             return Err(InjectError::Invalid(format!(
@@ -231,7 +229,6 @@ pub fn build(req: &Request, progress: &dyn Progress) -> Result<Plan, InjectError
     check_image_options(&plan, &req.options)?;
     add_modules(&mut plan, req)?;
     add_index(&mut plan, req)?;
-    profile("image index", t);
     add_firmware(&mut plan);
     add_machinery(&mut plan, req)?;
     Ok(plan)

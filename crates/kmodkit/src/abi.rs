@@ -65,7 +65,7 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
         anyhow::bail!("{msg}");
     }
     let files = collect_modules(&args.modules)?;
-    kmodkit_depmod::tree::profile("collect", t);
+    crate::profile::step("collect", t);
     if files.is_empty() {
         anyhow::bail!(
             "no module files (.ko, .ko.xz, .ko.zst, .ko.gz) in {:?}",
@@ -82,7 +82,7 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
         args.symvers.as_deref(),
         &config_dirs,
     )?;
-    kmodkit_depmod::tree::profile("target", t);
+    crate::profile::step("target", t);
     let t = std::time::Instant::now();
     let verdicts = if args.independent {
         files
@@ -92,7 +92,7 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
     } else {
         check(&target, &files, &args.placement)
     };
-    kmodkit_depmod::tree::profile("check", t);
+    crate::profile::step("check", t);
     // A file that is no module cannot be judged: an error naming it, not a
     // verdict (kmod's modprobe fails the same way before the loader runs).
     let unreadable: Vec<String> = verdicts

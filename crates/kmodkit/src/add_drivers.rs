@@ -314,10 +314,12 @@ pub fn add_drivers(a: &AddDriversArgs) -> anyhow::Result<bool> {
         scratch_base: crate::host::scratch_base(),
     };
     let bar = Bar::new("reading");
+    let t = std::time::Instant::now();
     let plan =
         // Every error of the plan names its file (the image, a module, the
         // source tree): no context that would say the image twice.
         plan::build(&req, &bar)?;
+    crate::profile::step("plan", t);
     let mut stdout = io::stdout().lock();
     if !a.json {
         print_plan(&plan, &mut stdout)?;

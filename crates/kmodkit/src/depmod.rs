@@ -208,6 +208,7 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
         }
     }
     let tree = ModuleTree::from_scan(scan)?;
+    crate::profile::steps(&tree.timings);
     for d in &tree.diagnostics {
         diag!("depmod: {}: {d}", d.severity());
     }
@@ -216,7 +217,7 @@ pub fn run(args: &DepmodArgs) -> Result<bool> {
     }
     let t = Instant::now();
     let (files, warnings) = output::render_all(&tree)?;
-    kmodkit_depmod::tree::profile("render", t);
+    crate::profile::step("render", t);
     for w in &warnings {
         let msg = w.to_string();
         if !(args.show && skipped_on_stdout(&msg)) {
@@ -283,7 +284,7 @@ fn emit(
     }
     let t = Instant::now();
     write::write_set(dir_path, files)?;
-    kmodkit_depmod::tree::profile("write", t);
+    crate::profile::step("write", t);
     if args.json {
         let summary = serde_json::json!({
             "module_dir": dir,
@@ -320,7 +321,8 @@ fn print_dependencies(tree: &ModuleTree) -> Result<()> {
             writeln!(
                 out,
                 "{} needs \"{sym}\": {}",
-                m.path, tree.modules[owner].path
+                m.path.display(),
+                tree.modules[owner].path.display()
             )?;
         }
     }
@@ -345,7 +347,10 @@ fn duplicate_warnings(tree: &ModuleTree) -> Vec<String> {
                 continue;
             };
             if !seen.insert(alias.clone()) {
-                out.push(format!("duplicate module alias:\n{alias} {}", m.name));
+                out.push(format!(
+                    "duplicate module alias:\n{alias} {}",
+                    m.display_name()
+                ));
             }
         }
     }

@@ -19,6 +19,7 @@ mod host;
 mod initrd;
 mod man;
 mod modinfo;
+mod profile;
 mod progress;
 mod read_flags;
 mod weak_modules;

@@ -856,3 +856,49 @@ fn missing_module_directory_says_the_os_error_once() {
     );
     assert!(msg.matches(&reason).count() <= 1, "{msg}");
 }
+
+/// Issue 13, failure 2: file names are bytes. `dum.日.ko` made the
+/// modules.order key cut inside a character (a panic), and a name that is
+/// not UTF-8 was mangled by a lossy conversion. kmod writes the raw bytes
+/// into modules.dep and modules.dep.bin; so must we. (Module names stay
+/// ASCII: a key byte >= 0x80 indexes outside kmod's 128-entry child table,
+/// undefined behaviour there and an error here.)
+#[test]
+fn file_names_are_bytes_as_in_kmod() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    require_tool("depmod", "kmod");
+    let tmp = tempfile::tempdir().unwrap();
+    let k = "6.1.0-99-test";
+    let not_utf8_dir = OsStr::from_bytes(b"d\xfe");
+    let not_utf8_file = OsStr::from_bytes(b"x.\xff.ko");
+    for side in ["kmod", "ours"] {
+        let dir = tmp.path().join(side).join("lib/modules").join(k);
+        let odd = dir.join("extra").join(not_utf8_dir);
+        std::fs::create_dir_all(&odd).unwrap();
+        synthetic_module(&dir.join("extra/dum.日.ko"), "dum_fn", "printk");
+        synthetic_module(&odd.join(not_utf8_file), "x_fn", "dum_fn");
+        synthetic_module(&odd.join("user.ko"), "user_fn", "x_fn");
+        // modules.order lines are matched as bytes too.
+        let mut order = b"extra/d\xfe/user.ko\nextra/d\xfe/x.ko\n".to_vec();
+        order.extend_from_slice("extra/dum.日.ko\n".as_bytes());
+        std::fs::write(dir.join("modules.order"), order).unwrap();
+    }
+    let (a, b) = (tmp.path().join("kmod"), tmp.path().join("ours"));
+    let diffs = compare_trees(&a, &b, k, &[]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    // The comparison saw the names: every module is in modules.dep, raw.
+    let dep = std::fs::read(b.join("lib/modules").join(k).join("modules.dep")).unwrap();
+    for path in [
+        "extra/dum.日.ko:".as_bytes(),
+        b"extra/d\xfe/x.\xff.ko: extra/dum.\xe6\x97\xa5.ko",
+        b"extra/d\xfe/user.ko: extra/d\xfe/x.\xff.ko extra/dum.",
+    ] {
+        assert!(
+            dep.windows(path.len()).any(|w| w == path),
+            "{:?} not in modules.dep:\n{}",
+            String::from_utf8_lossy(path),
+            String::from_utf8_lossy(&dep)
+        );
+    }
+}
