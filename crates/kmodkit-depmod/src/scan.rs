@@ -70,12 +70,6 @@ impl Found {
     }
 }
 
-/// `path_ends_with_kmod_ext`: the name is longer than a module suffix and
-/// ends with one (a file named just `.ko` is not a module).
-fn is_module_file_name(name: &[u8]) -> bool {
-    module_suffix(name).is_some_and(|s| name.len() > s.len())
-}
-
 /// kmod's `uncrelpath`: `relpath` up to its last '/' (exclusive of
 /// nothing when there is none), then as many bytes as the module name
 /// plus `.ko` take.
@@ -378,7 +372,7 @@ impl<'a> Scanner<'a> {
                 if let Err(e) = self.walk(&path, &source, diags) {
                     diags.push(Diagnostic::Error(format!("failed {shown}: {e}")));
                 }
-            } else if is_module_file_name(name) {
+            } else if module_suffix(name).is_some() {
                 let source = (source != path).then_some(source);
                 self.add_file(base, name, path, source);
             }

@@ -15,18 +15,26 @@ use std::path::Path;
 /// order with every compression built in).
 pub const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.gz", ".ko.xz", ".ko.zst"];
 
-/// The suffix of a module file name, or `None` when it is not one.
+/// The suffix of a module file name, or `None` when it is not one. As in
+/// kmod, the name must be longer than its suffix: `.ko` alone is not a
+/// module file.
 pub fn module_suffix(file_name: &[u8]) -> Option<&'static str> {
     MODULE_SUFFIXES
         .iter()
-        .find(|s| file_name.ends_with(s.as_bytes()))
+        .find(|s| file_name.len() > s.len() && file_name.ends_with(s.as_bytes()))
         .copied()
 }
 
-/// Whether a file name (or path: only its end is looked at) names a
-/// module file.
-pub fn is_module_file(name: impl AsRef<OsStr>) -> bool {
-    module_suffix(name.as_ref().as_bytes()).is_some()
+/// Whether a path's last component names a module file.
+pub fn is_module_file(path: impl AsRef<OsStr>) -> bool {
+    module_suffix(base_name(path.as_ref().as_bytes())).is_some()
+}
+
+fn base_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
 }
 
 /// `modname_normalize`: `-` becomes `_`, and the name ends at the first
@@ -47,11 +55,7 @@ pub fn normalize_module_name(name: &str) -> String {
 /// `path_to_modname`: the module name of a file name's last component,
 /// as bytes; `None` for an empty one.
 pub fn module_name_bytes(path: impl AsRef<OsStr>) -> Option<Vec<u8>> {
-    let bytes = path.as_ref().as_bytes();
-    let base = match bytes.iter().rposition(|&c| c == b'/') {
-        Some(i) => &bytes[i + 1..],
-        None => bytes,
-    };
+    let base = base_name(path.as_ref().as_bytes());
     if base.is_empty() {
         return None;
     }
@@ -74,6 +78,8 @@ mod tests {
         assert_eq!(module_suffix(b"mlx5_core.ko"), Some(".ko"));
         assert_eq!(module_suffix(b"mlx5_core.ko.bz2"), None);
         assert_eq!(module_suffix(b"modules.dep"), None);
+        assert_eq!(module_suffix(b".ko"), None);
+        assert!(!is_module_file("kernel/.ko.xz"));
         assert!(is_module_file("a/b/c.ko.xz"));
         assert_eq!(
             module_name_from_path(Path::new("/lib/x/mlx5-core.ko.xz")).as_deref(),

@@ -127,8 +127,7 @@ fn module_directory(basedir: Option<&str>, kver: Option<&str>) -> Result<ModuleD
 
 fn is_module_filename(arg: &str) -> bool {
     std::fs::metadata(arg).is_ok_and(|m| m.is_file())
-        && kmodkit_index::name::module_suffix(arg.as_bytes())
-            .is_some_and(|ext| arg.len() > ext.len())
+        && kmodkit_index::name::module_suffix(arg.as_bytes()).is_some()
 }
 
 fn resolve(dir: &ModuleDirectory, arg: &str, by_name: bool) -> Result<Vec<Target>> {

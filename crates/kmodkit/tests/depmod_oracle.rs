@@ -902,3 +902,27 @@ fn file_names_are_bytes_as_in_kmod() {
         );
     }
 }
+
+/// A module file directly in the module directory (no subdirectory): kmod
+/// indexes it as `NAME.ko:`; kmodkit's scan once subtracted past zero
+/// there and panicked.
+#[test]
+fn a_module_at_the_top_of_the_module_directory_matches_kmod() {
+    require_tool("depmod", "kmod");
+    let tmp = tempfile::tempdir().unwrap();
+    let k = "6.1.0-99-test";
+    for side in ["kmod", "ours"] {
+        let dir = tmp.path().join(side).join("lib/modules").join(k);
+        std::fs::create_dir_all(dir.join("extra")).unwrap();
+        synthetic_module(&dir.join("top.ko"), "top_fn", "printk");
+        synthetic_module(&dir.join("extra/user.ko"), "user_fn", "top_fn");
+    }
+    let (a, b) = (tmp.path().join("kmod"), tmp.path().join("ours"));
+    let diffs = compare_trees(&a, &b, k, &[]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    let dep = std::fs::read_to_string(b.join("lib/modules").join(k).join("modules.dep")).unwrap();
+    assert!(
+        dep.contains("extra/user.ko: top.ko\n"),
+        "modules.dep:\n{dep}"
+    );
+}
