@@ -8,8 +8,9 @@
 //! fixed Debian one. Seeds: `corpus/depmod_config/` (this machine's
 //! modprobe.d files, which share the line syntax, and depmod.d directives).
 //!
-//! modprobe.d files are parsed only by kmodkit-inject's `Softdeps` (its
-//! `softdep` lines), a private type: not reachable from here.
+//! The same text also goes through kmodkit-inject's `Softdeps`, the
+//! modprobe.d parser add-drivers uses (its `softdep` lines), and every
+//! module it names is asked for.
 
 #![no_main]
 
@@ -28,4 +29,9 @@ fuzz_target!(|data: &[u8]| {
     let mut config = DepmodConfig::default();
     config.parse_text(Path::new("/etc/depmod.d/fuzz.conf"), &text, &kver);
     black_box(format!("{config:?}"));
+    let mut softdeps = kmodkit_inject::resolve::Softdeps::default();
+    softdeps.parse(&text);
+    for name in text.split_whitespace().take(64) {
+        black_box((softdeps.get(name, true), softdeps.get(name, false)));
+    }
 });

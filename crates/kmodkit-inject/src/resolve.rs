@@ -437,7 +437,10 @@ impl ProbeList<'_> {
 }
 
 /// `modules.softdep` of the source tree: `softdep NAME pre: A B post: C`.
-struct Softdeps {
+/// The `softdep` lines of modprobe.d files and of the tree's
+/// `modules.softdep` (the only modprobe.d directive add-drivers follows).
+#[derive(Debug, Default)]
+pub struct Softdeps {
     map: HashMap<String, (Vec<String>, Vec<String>)>,
 }
 
@@ -463,9 +466,10 @@ impl Softdeps {
             map: HashMap::new(),
         };
         for path in files.values() {
-            // An unreadable file is skipped, as kmod does.
-            if let Ok(text) = std::fs::read_to_string(path) {
-                softdeps.parse(&text);
+            // An unreadable file is skipped, as kmod does; bytes that are
+            // not UTF-8 do not hide the file's other lines.
+            if let Ok(bytes) = std::fs::read(path) {
+                softdeps.parse(&String::from_utf8_lossy(&bytes));
             }
         }
         // A missing file means no softdeps (depmod writes it even when
@@ -474,7 +478,8 @@ impl Softdeps {
         softdeps
     }
 
-    fn parse(&mut self, text: &str) {
+    /// Adds the `softdep` lines of one file's text.
+    pub fn parse(&mut self, text: &str) {
         let map = &mut self.map;
         for line in text.lines() {
             let mut words = line.split_whitespace();
@@ -505,7 +510,8 @@ impl Softdeps {
         }
     }
 
-    fn get(&self, name: &str, pre: bool) -> Vec<String> {
+    /// The `pre:` (or `post:`) modules of `name`'s first softdep line.
+    pub fn get(&self, name: &str, pre: bool) -> Vec<String> {
         self.map
             .get(name)
             .map(|(a, b)| if pre { a.clone() } else { b.clone() })
@@ -554,6 +560,29 @@ fn find_firmware(res: &mut Resolution, dir: &Path, release: &str) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A modprobe.d file with bytes that are not UTF-8 still counts (kmod
+    /// reads bytes); the first softdep line of a module wins; an earlier
+    /// directory's file hides the same name in a later one.
+    #[test]
+    fn softdeps_follow_kmod_precedence_and_survive_odd_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (etc, lib) = (tmp.path().join("etc"), tmp.path().join("lib"));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(
+            etc.join("a.conf"),
+            b"# caf\xe9\nsoftdep mlx4-core pre: x post: y\nsoftdep mlx4_core pre: z\n",
+        )
+        .unwrap();
+        std::fs::write(lib.join("a.conf"), "softdep hidden pre: w\n").unwrap();
+        std::fs::write(lib.join("b.conf"), "softdep ib_core post: ib_uverbs\n").unwrap();
+        let s = Softdeps::load(tmp.path(), &[etc, lib]);
+        assert_eq!(s.get("mlx4_core", true), ["x"]);
+        assert_eq!(s.get("mlx4_core", false), ["y"]);
+        assert_eq!(s.get("ib_core", false), ["ib_uverbs"]);
+        assert!(s.get("hidden", true).is_empty());
+    }
 
     /// The first fixture kernel's module directory (a real Debian tree).
     fn tree() -> (ModuleDirectory, String) {
