@@ -4,6 +4,8 @@
 //! Missing fixtures are a test failure with the command to run, never a
 //! silent skip.
 
+pub mod hostile;
+
 use std::path::PathBuf;
 
 /// The cache directory (`$KMODKIT_CACHE`).

@@ -539,15 +539,22 @@ fn failures_are_clear_and_leave_the_index_untouched() {
     );
 }
 
-#[test]
-fn a_crash_at_any_point_leaves_the_old_set_or_the_new_one() {
+/// A module directory indexed by kmodkit with one module, `alpha`; the
+/// crash tests then add `beta` (which needs alpha) and stop the next run.
+fn indexed_one_module_tree(k: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let k = "6.1.0-98-test";
-    let dir = root.join("lib/modules").join(k);
+    let dir = tmp.path().join("lib/modules").join(k);
     std::fs::create_dir_all(dir.join("extra")).unwrap();
     synthetic_module(&dir.join("extra/alpha.ko"), "alpha_fn", "printk");
-    assert!(run_ours(root, k, &[]).status.success());
+    assert!(run_ours(tmp.path(), k, &[]).status.success());
+    (tmp, dir)
+}
+
+#[test]
+fn a_crash_at_any_point_leaves_the_old_set_or_the_new_one() {
+    let k = "6.1.0-98-test";
+    let (tmp, dir) = indexed_one_module_tree(k);
+    let root = tmp.path();
     let old = index_snapshot(&dir);
     synthetic_module(&dir.join("extra/beta.ko"), "beta_fn", "alpha_fn");
     // Reference new set, computed in a copy.
@@ -621,13 +628,9 @@ fn a_crash_at_any_point_leaves_the_old_set_or_the_new_one() {
 #[test]
 fn a_signal_while_the_index_is_staged_leaves_the_directory_as_it_was() {
     use std::os::unix::process::ExitStatusExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
     let k = "6.1.0-98-test";
-    let dir = root.join("lib/modules").join(k);
-    std::fs::create_dir_all(dir.join("extra")).unwrap();
-    synthetic_module(&dir.join("extra/alpha.ko"), "alpha_fn", "printk");
-    assert!(run_ours(root, k, &[]).status.success());
+    let (tmp, dir) = indexed_one_module_tree(k);
+    let root = tmp.path();
     synthetic_module(&dir.join("extra/beta.ko"), "beta_fn", "alpha_fn");
     let names = |d: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(d)
