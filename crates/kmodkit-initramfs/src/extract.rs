@@ -44,6 +44,12 @@ pub struct ExtractOptions {
     pub preserve_owner: bool,
     /// Make device nodes (default: when running as root; they need it).
     pub make_devices: bool,
+    /// The process umask: the bits open() and mkdir() take away, which
+    /// extraction puts back with chmod where the archive asks for them.
+    /// The caller reads it (the library does not look at process state);
+    /// the default, every bit, means "unknown": modes are always set
+    /// explicitly.
+    pub umask: u32,
 }
 
 impl Default for ExtractOptions {
@@ -52,6 +58,7 @@ impl Default for ExtractOptions {
         ExtractOptions {
             preserve_owner: root,
             make_devices: root,
+            umask: 0o7777,
         }
     }
 }
@@ -108,7 +115,7 @@ pub fn extract(
         current: None,
         euid: rustix::process::geteuid().as_raw(),
         egid: rustix::process::getegid().as_raw(),
-        umask: process_umask(),
+        umask: opts.umask & 0o7777,
         report: ExtractReport::default(),
     };
     let segments = match read::read_image(image, read_opts, progress, &mut x) {
@@ -288,20 +295,6 @@ struct Extractor<'f> {
     egid: u32,
     /// The process umask (bits open() and mkdir() take away).
     umask: u32,
-}
-
-/// The umask, read from /proc/self/status (reading it with umask(2)
-/// would change it); when unknown, assume every bit is masked so modes
-/// are always set explicitly.
-fn process_umask() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Umask:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0o7777)
 }
 
 /// Puts the name's components, relative and joined by single slashes, in

@@ -255,6 +255,7 @@ fn devices_are_skipped_with_a_report_when_not_allowed() {
     let opts = ExtractOptions {
         preserve_owner: false,
         make_devices: false,
+        umask: 0o022,
     };
     let r = extract_bytes(&a, &target, &opts).unwrap();
     assert_eq!(r.skipped.len(), 1);

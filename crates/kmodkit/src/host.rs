@@ -17,6 +17,20 @@ pub fn running_kernel_release(instead: &str) -> Result<String> {
     Ok(s.trim_end().to_string())
 }
 
+/// The process umask, from /proc/self/status (reading it with umask(2)
+/// would change it); every bit when it cannot be read, so extraction sets
+/// each mode explicitly.
+pub fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o7777)
+}
+
 /// The current directory as glibc's `get_current_dir_name` reports it:
 /// `$PWD` when it names the same directory (so a path through a symlink
 /// prints as the user typed it, as kmod's do), else the real path.

@@ -225,6 +225,7 @@ fn image_entry_points(scratch: &Path, name: &str, bytes: &[u8]) {
         &ExtractOptions {
             preserve_owner: false,
             make_devices: false,
+            umask: 0o022,
         },
         &|_, _| true,
     );

@@ -15,7 +15,10 @@ use crate::progress::Bar;
 pub(super) fn extract_cmd(a: &ExtractArgs) -> anyhow::Result<bool> {
     let image = open(&a.image)?;
     let sel = Selection::new(&a.globs, &a.segments)?;
-    let mut opts = ExtractOptions::default();
+    let mut opts = ExtractOptions {
+        umask: crate::host::process_umask(),
+        ..ExtractOptions::default()
+    };
     if a.no_same_owner {
         opts.preserve_owner = false;
     }
