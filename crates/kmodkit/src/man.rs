@@ -101,8 +101,10 @@ fn write_pages(cmd: &clap::Command, dir: &Path) -> io::Result<()> {
     // (kmodkit-initrd-add-drivers), which clap_mangen uses for the title
     // and the references.
     let name = cmd.get_display_name().unwrap_or(cmd.get_name());
-    let mut file = std::fs::File::create(dir.join(format!("{name}.1")))?;
-    render(cmd, &mut file)?;
+    // A page replaced in /usr/share/man/man1 is never seen half written.
+    let mut page = Vec::new();
+    render(cmd, &mut page)?;
+    kmodkit_commit::replace_file(&dir.join(format!("{name}.1")), &page, None)?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         write_pages(sub, dir)?;
     }
