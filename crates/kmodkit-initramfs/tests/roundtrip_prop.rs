@@ -108,17 +108,9 @@ proptest! {
             let is_parent = names.iter().any(|n| n.starts_with(&format!("{name}/")));
             let k = if is_parent { Kind::Dir } else { k.clone() };
             let mut e = SourceEntry {
-                name: name.as_bytes().to_vec(),
-                file_type: FileType::Regular,
-                perm: *perm,
                 uid: *uid,
-                gid: 0,
                 mtime: *mtime,
-                rdev: (0, 0),
-                source: None,
-                size: 0,
-                link_target: Vec::new(),
-                inode_key: None,
+                ..SourceEntry::new(name.as_bytes().to_vec(), FileType::Regular, *perm)
             };
             match k {
                 Kind::File(data) => {

@@ -86,17 +86,10 @@ fn addition_entries(plan: &Plan, mtime: u64) -> Result<Vec<SourceEntry>, InjectE
             }
         };
         entries.push(SourceEntry {
-            name: a.path.clone().into_bytes(),
-            file_type: FileType::Regular,
-            perm: a.mode,
-            uid: 0,
-            gid: 0,
             mtime,
-            rdev: (0, 0),
             source: Some(source),
             size,
-            link_target: Vec::new(),
-            inode_key: None,
+            ..SourceEntry::new(a.path.clone().into_bytes(), FileType::Regular, a.mode)
         });
     }
     Ok(entries)

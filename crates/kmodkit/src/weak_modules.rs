@@ -130,18 +130,25 @@ fn read_stdin_paths(root: &Path, removing: bool) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The kernel an option names (the running one when the option has no
+/// value), which must be installed under `root`.
+fn installed_kernel(root: &Path, named: &str) -> Result<String> {
+    let k = if named.is_empty() {
+        crate::host::running_kernel_release("name the kernel")?
+    } else {
+        named.to_string()
+    };
+    if let Some(msg) = kmodkit_depmod::installed::not_installed(root, &k) {
+        anyhow::bail!("{msg}");
+    }
+    Ok(k)
+}
+
 pub fn run(args: &WeakModulesArgs) -> Result<bool> {
     let root = args.basedir.as_path();
     let (kernels, exclude): (Vec<String>, BTreeSet<PathBuf>) = if let Some(k) = &args.remove_kernel
     {
-        let k = if k.is_empty() {
-            crate::host::running_kernel_release("name the kernel")?
-        } else {
-            k.clone()
-        };
-        if let Some(msg) = kmodkit_depmod::installed::not_installed(root, &k) {
-            anyhow::bail!("{msg}");
-        }
+        let k = installed_kernel(root, k)?;
         if args.dry_run {
             let links = weak::current_links(root, &root.join("lib/modules").join(&k));
             writeln!(
@@ -160,14 +167,7 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
         }
         return Ok(true);
     } else if let Some(k) = &args.add_kernel {
-        let k = if k.is_empty() {
-            crate::host::running_kernel_release("name the kernel")?
-        } else {
-            k.clone()
-        };
-        if let Some(msg) = kmodkit_depmod::installed::not_installed(root, &k) {
-            anyhow::bail!("{msg}");
-        }
+        let k = installed_kernel(root, k)?;
         (vec![k], BTreeSet::new())
     } else if args.write_depmod_conf {
         let any = weak::installed_kernels(root)

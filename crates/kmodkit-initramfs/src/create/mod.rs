@@ -69,6 +69,26 @@ pub struct SourceEntry {
     pub inode_key: Option<(u64, u64)>,
 }
 
+impl SourceEntry {
+    /// An entry owned by root, time 0, with no data, target or device
+    /// number: the caller sets what it knows.
+    pub fn new(name: Vec<u8>, file_type: FileType, perm: u32) -> SourceEntry {
+        SourceEntry {
+            name,
+            file_type,
+            perm,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            rdev: (0, 0),
+            source: None,
+            size: 0,
+            link_target: Vec::new(),
+            inode_key: None,
+        }
+    }
+}
+
 /// How entries are normalised.
 #[derive(Debug, Clone, Copy)]
 pub struct CreateOptions {

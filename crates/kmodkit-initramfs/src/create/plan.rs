@@ -71,19 +71,7 @@ pub fn plan(
             }
             by_name.insert(
                 p.to_vec(),
-                SourceEntry {
-                    name: p.to_vec(),
-                    file_type: FileType::Directory,
-                    perm: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: 0,
-                    rdev: (0, 0),
-                    source: None,
-                    size: 0,
-                    link_target: Vec::new(),
-                    inode_key: None,
-                },
+                SourceEntry::new(p.to_vec(), FileType::Directory, 0o755),
             );
         }
     }

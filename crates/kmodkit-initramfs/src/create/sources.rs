@@ -34,17 +34,14 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<SourceEntry>, Error> {
     let fd = rustix::fs::open(dir, DIR_FLAGS, rustix::fs::Mode::empty())
         .map_err(|e| input(dir, e.into()))?;
     let mut out = vec![SourceEntry {
-        name: b".".to_vec(),
-        file_type: FileType::Directory,
-        perm: meta.permissions().mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),
         mtime: u64::try_from(meta.mtime()).unwrap_or(0),
-        rdev: (0, 0),
-        source: None,
-        size: 0,
-        link_target: Vec::new(),
-        inode_key: None,
+        ..SourceEntry::new(
+            b".".to_vec(),
+            FileType::Directory,
+            meta.permissions().mode() & 0o7777,
+        )
     }];
     let mut path = dir.to_path_buf();
     scan(fd, &mut path, &mut Vec::new(), &mut out)?;
@@ -91,17 +88,10 @@ fn scan(
         let mode = m.st_mode;
         let ft = Ft::from_raw_mode(mode);
         let mut e = SourceEntry {
-            name: rel.clone(),
-            file_type: FileType::from_mode(mode),
-            perm: mode & 0o7777,
             uid: m.st_uid,
             gid: m.st_gid,
             mtime: m.st_mtime.max(0) as u64,
-            rdev: (0, 0),
-            source: None,
-            size: 0,
-            link_target: Vec::new(),
-            inode_key: None,
+            ..SourceEntry::new(rel.clone(), FileType::from_mode(mode), mode & 0o7777)
         };
         match ft {
             Ft::RegularFile => {
@@ -151,19 +141,7 @@ pub fn parse_manifest(text: &str, manifest: &Path) -> Result<Vec<SourceEntry>, E
         let num =
             |s: &str, radix: u32| u32::from_str_radix(s, radix).map_err(|_| bad("bad number"));
         let name = |s: &str| s.trim_start_matches('/').as_bytes().to_vec();
-        let mut e = SourceEntry {
-            name: Vec::new(),
-            file_type: FileType::Regular,
-            perm: 0,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            rdev: (0, 0),
-            source: None,
-            size: 0,
-            link_target: Vec::new(),
-            inode_key: None,
-        };
+        let mut e = SourceEntry::new(Vec::new(), FileType::Regular, 0);
         let owner = |e: &mut SourceEntry, at: usize| -> Result<(), Error> {
             e.perm = num(f.get(at).ok_or_else(|| bad("missing mode"))?, 8)? & 0o7777;
             e.uid = num(f.get(at + 1).ok_or_else(|| bad("missing uid"))?, 10)?;
