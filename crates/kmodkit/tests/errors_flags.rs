@@ -28,17 +28,6 @@ fn sixone(fx: &Fixtures) -> Kernel {
         .clone()
 }
 
-/// A fake root holding kernel `k` (tree linked, headers' Module.symvers
-/// copied), as a node image would.
-fn fake_root(fx: &Fixtures, k: &Kernel, root: &Path) {
-    common::link_tree(fx, k, root);
-    let hdr = root
-        .join("usr/src")
-        .join(format!("linux-headers-{}", k.release));
-    std::fs::create_dir_all(&hdr).unwrap();
-    std::fs::copy(fx.module_symvers(k), hdr.join("Module.symvers")).unwrap();
-}
-
 /// The OS's own words for a missing file (without "(os error N)").
 fn enoent_text() -> String {
     std::fs::metadata("/nonexistent-kmodkit-probe")
@@ -68,7 +57,7 @@ fn a_kernel_not_installed_is_an_error_naming_the_installed_ones() {
     let k = sixone(&fx);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    fake_root(&fx, &k, &root);
+    common::link_tree_with_headers(&fx, &k, &root);
     let missing = format!("{}-not-here", k.release);
     let mut installed: Vec<String> = std::fs::read_dir(root.join("lib/modules"))
         .unwrap()
@@ -203,7 +192,7 @@ fn abi_check_under_root_uses_the_roots_depmod_d_and_says_so() {
     let k = sixone(&fx);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
-    fake_root(&fx, &k, &root);
+    common::link_tree_with_headers(&fx, &k, &root);
     let set = tmp.path().join("set");
     std::fs::create_dir_all(&set).unwrap();
     let module = set.join("dummy.ko");
@@ -292,7 +281,7 @@ fn every_command_takes_root_and_kernel() {
 
     let tmp = tempfile::tempdir().unwrap();
     let fake = tmp.path().join("root");
-    fake_root(&fx, &k, &fake);
+    common::link_tree_with_headers(&fx, &k, &fake);
     let depmod = |flag: &str| {
         let o = run(kmodkit()
             .args(["depmod", "-n", flag])
@@ -359,7 +348,7 @@ fn errors_say_the_os_error_and_the_file_once() {
 
     // A corrupt module in the tree: depmod names it once.
     let root = tmp.path().join("root");
-    fake_root(&fx, &k, &root);
+    common::link_tree_with_headers(&fx, &k, &root);
     let extra = root.join("lib/modules").join(&k.release).join("extra");
     std::fs::create_dir_all(&extra).unwrap();
     let corrupt = truncated_module(&fx, &k, &extra);

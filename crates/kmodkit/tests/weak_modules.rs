@@ -52,12 +52,7 @@ fn pick(fx: &Fixtures) -> (Kernel, Kernel, Kernel) {
 /// modules copied into `base/extra/mlnx/` as a vendor package would.
 fn fake_root(fx: &Fixtures, kernels: &[&Kernel], base: &Kernel, root: &Path) {
     for k in kernels {
-        common::link_tree(fx, k, root);
-        let hdr = root
-            .join("usr/src")
-            .join(format!("linux-headers-{}", k.release));
-        std::fs::create_dir_all(&hdr).unwrap();
-        std::fs::copy(fx.module_symvers(k), hdr.join("Module.symvers")).unwrap();
+        common::link_tree_with_headers(fx, k, root);
         depmod(root, k);
     }
     vendor_package(

@@ -95,6 +95,18 @@ pub fn link_tree(fx: &Fixtures, k: &Kernel, root: &Path) -> PathBuf {
     dir
 }
 
+/// [`link_tree`] plus the headers' `Module.symvers` where a distribution
+/// puts it (`/usr/src/linux-headers-K/`), as on a node image.
+pub fn link_tree_with_headers(fx: &Fixtures, k: &Kernel, root: &Path) -> PathBuf {
+    let dir = link_tree(fx, k, root);
+    let hdr = root
+        .join("usr/src")
+        .join(format!("linux-headers-{}", k.release));
+    std::fs::create_dir_all(&hdr).unwrap();
+    std::fs::copy(fx.module_symvers(k), hdr.join("Module.symvers")).unwrap();
+    dir
+}
+
 pub fn kmodkit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kmodkit"))
 }
