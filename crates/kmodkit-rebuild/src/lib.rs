@@ -1,0 +1,14 @@
+//! Rebuilding out-of-tree module sources for new kernels.
+//!
+//! The life cycle of one run, each step its own module:
+//! - [`conf`]: a package's recipe — DKMS's `dkms.conf`, evaluated the way
+//!   DKMS evaluates it (sourced by bash with `kernelver`,
+//!   `kernel_source_dir`, `arch` and `dkms_tree` set), or a plain Kbuild
+//!   directory;
+//! - [`status`]: for a package and a kernel, which file modprobe would load
+//!   for each of its modules and whether the kernel would accept it;
+//! - [`reload`]: unloading and loading a package's modules on the running
+//!   kernel, with the kernel's own reasons.
+
+pub mod reload;
+pub mod status;
