@@ -10,5 +10,6 @@
 //! - [`reload`]: unloading and loading a package's modules on the running
 //!   kernel, with the kernel's own reasons.
 
+pub mod conf;
 pub mod reload;
 pub mod status;
