@@ -146,9 +146,19 @@ fn walk_modules(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) {
 /// Every module under every kernel's `extra/`, by path relative to
 /// `extra/`, newest kernel first; files in `exclude` are left out.
 pub fn builds(root: &Path, exclude: &BTreeSet<PathBuf>) -> BTreeMap<String, Vec<Build>> {
+    builds_in(root, "extra", exclude)
+}
+
+/// As [`builds`], for the distribution directory `subdir` of every kernel
+/// (`extra` on RHEL, `updates/dkms` where DKMS installs on Debian).
+pub fn builds_in(
+    root: &Path,
+    subdir: &str,
+    exclude: &BTreeSet<PathBuf>,
+) -> BTreeMap<String, Vec<Build>> {
     let mut out: BTreeMap<String, Vec<Build>> = BTreeMap::new();
     for k in installed_kernels(root).iter().rev() {
-        let extra = root.join("lib/modules").join(k).join("extra");
+        let extra = root.join("lib/modules").join(k).join(subdir);
         let mut found = Vec::new();
         walk_modules(&extra, &extra, &mut found);
         for (rel, path) in found {
@@ -294,13 +304,23 @@ pub fn plan(
     kernel: &str,
     all_builds: &BTreeMap<String, Vec<Build>>,
 ) -> Result<Plan, WeakError> {
+    plan_in(root, kernel, all_builds, "extra")
+}
+
+/// As [`plan`], for builds found by [`builds_in`] under `subdir`.
+pub fn plan_in(
+    root: &Path,
+    kernel: &str,
+    all_builds: &BTreeMap<String, Vec<Build>>,
+    subdir: &str,
+) -> Result<Plan, WeakError> {
     let module_dir = root.join("lib/modules").join(kernel);
     let target = Target::load_with_config(root, kernel, None, &root_config_dirs(root))?;
     // Builds for other kernels, minus what K ships itself.
     let mut native = Vec::new();
     let mut options: BTreeMap<&str, Vec<&Build>> = BTreeMap::new();
     for (rel, builds) in all_builds {
-        if module_dir.join("extra").join(rel).exists() {
+        if module_dir.join(subdir).join(rel).exists() {
             native.push(rel.clone());
             continue;
         }

@@ -10,6 +10,17 @@
 //! - [`reload`]: unloading and loading a package's modules on the running
 //!   kernel, with the kernel's own reasons.
 
+// Errors carry the package, kernel, log and first error line a user needs;
+// they happen once per failed build, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod build;
 pub mod conf;
+pub mod digest;
+pub mod install;
+pub mod jobserver;
+pub mod kernel;
+pub mod record;
 pub mod reload;
+pub mod run;
 pub mod status;

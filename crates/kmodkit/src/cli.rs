@@ -56,6 +56,8 @@ CRCs, undefined symbols, struct module size and the signature.",
     Abi(crate::abi::AbiCommand),
     /// Link compatible out-of-tree modules into other kernels' weak-updates (RHEL weak-modules)
     WeakModules(crate::weak_modules::WeakModulesArgs),
+    /// Rebuild vendor driver sources (DKMS trees, Kbuild directories) for new kernels, only where the ABI broke
+    Rebuild(crate::rebuild::RebuildArgs),
     /// Read, list, extract, create, repack and compare initramfs images
     Initrd(crate::initrd::InitrdArgs),
     /// Print the man page (roff) for kmodkit and its subcommands

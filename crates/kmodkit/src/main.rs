@@ -22,6 +22,8 @@ mod modinfo;
 mod profile;
 mod progress;
 mod read_flags;
+mod rebuild;
+mod signing;
 mod weak_modules;
 
 use std::io::{self, Write};
@@ -160,6 +162,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         }
         Command::Depmod(args) => depmod::run(&args).map(status),
         Command::WeakModules(args) => weak_modules::run(&args).map(status),
+        Command::Rebuild(args) => rebuild::run(&args).map(status),
         Command::Initrd(args) => match initrd::run(&args) {
             Err(e) if initrd::is_diff(&args) => {
                 report_error(&e, wants_json(matches));

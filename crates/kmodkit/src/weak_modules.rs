@@ -241,7 +241,7 @@ pub fn run(args: &WeakModulesArgs) -> Result<bool> {
                 .with_context(|| format!("updating weak-updates of {k}"))?;
         }
         if !args.no_initramfs {
-            if let Err(e) = initramfs(root, k, &plan, args.dry_run) {
+            if let Err(e) = rebuild_initramfs(root, k, &plan.changed_modules(), args.dry_run) {
                 diag!("weak-modules: {k}: {e:#}");
                 ok = false;
             }
@@ -435,7 +435,12 @@ fn image_modules(facts: &ImageFacts) -> BTreeSet<String> {
 
 /// Rebuilds K's initramfs when a changed module is in it, with the tool
 /// that made the image (initramfs-tools' `update-initramfs` or dracut).
-fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()> {
+pub(crate) fn rebuild_initramfs(
+    root: &Path,
+    kernel: &str,
+    changed_modules: &BTreeSet<String>,
+    dry_run: bool,
+) -> Result<()> {
     let candidates = [
         format!("boot/initramfs-{kernel}.img"),
         format!("boot/initrd.img-{kernel}"),
@@ -457,11 +462,7 @@ fn initramfs(root: &Path, kernel: &str, plan: &Plan, dry_run: bool) -> Result<()
     )
     .with_context(|| format!("reading {}", image.display()))?;
     let inside = image_modules(&facts);
-    let changed: Vec<String> = plan
-        .changed_modules()
-        .intersection(&inside)
-        .cloned()
-        .collect();
+    let changed: Vec<String> = changed_modules.intersection(&inside).cloned().collect();
     if changed.is_empty() {
         return Ok(());
     }
