@@ -45,6 +45,102 @@ pub fn kernels() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The newest kernel of a series ("6.1", "6.12") in `kernels.list`, by
+/// version order (6.1.0-57 after 6.1.0-9): the rebuild's "newest 6.1 ABI
+/// in the archive", which scripts/fixtures follows without a pin.
+pub fn newest_kernel(series: &str) -> String {
+    kernels()
+        .into_iter()
+        .filter(|(_, s)| s == series)
+        .map(|(k, _)| k)
+        .max_by(|a, b| version_key(a).cmp(&version_key(b)))
+        .unwrap_or_else(|| panic!("kernels.list names no {series} kernel; rerun scripts/fixtures"))
+}
+
+/// Numeric runs compared as numbers, the rest as text (what `sort -V`
+/// does for kernel releases).
+fn version_key(release: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut rest = release;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (num, tail) = rest.split_at(digits);
+        let text_len = tail.len() - tail.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+        let (text, tail) = tail.split_at(text_len);
+        out.push((num.parse().unwrap_or(0), text.to_string()));
+        rest = tail;
+    }
+    out
+}
+
+/// Where `scripts/oot-fixtures` keeps out-of-tree sources, builds and
+/// Kbuild environments (`<cache>/oot`).
+pub fn oot_dir() -> PathBuf {
+    cache_dir().join("oot")
+}
+
+/// Lines of a list that `scripts/oot-fixtures` writes under [`oot_dir`];
+/// panics with the command to run when it is missing.
+fn oot_list(name: &str) -> Vec<Vec<String>> {
+    let list = oot_dir().join(name);
+    let text = std::fs::read_to_string(&list).unwrap_or_else(|e| {
+        panic!(
+            "out-of-tree fixtures missing ({}: {e}); run scripts/oot-fixtures first (scripts/test does)",
+            list.display()
+        )
+    });
+    text.lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|f| f.len() >= 2)
+        .collect()
+}
+
+/// (kernel release, headers directory) of every unpacked Kbuild
+/// environment (`oot/kbuild.list`): the ABI tests' bases (6.1.0-53, -55)
+/// and the rebuild targets (6.1.0-56, the newest 6.1 ABI, 6.12). The
+/// headers directory is what DKMS calls `kernel_source_dir`:
+/// `make -C <dir> M=<src>` builds against it.
+pub fn kbuild_environments() -> Vec<(String, PathBuf)> {
+    oot_list("kbuild.list")
+        .into_iter()
+        .map(|mut f| (f.swap_remove(0), PathBuf::from(&f[0])))
+        .collect()
+}
+
+/// The headers directory of one kernel's Kbuild environment.
+pub fn kbuild_environment(release: &str) -> PathBuf {
+    kbuild_environments()
+        .into_iter()
+        .find(|(k, _)| k == release)
+        .map(|(_, dir)| dir)
+        .unwrap_or_else(|| {
+            panic!("no Kbuild environment for {release} in oot/kbuild.list; add it to scripts/oot-fixtures' targets")
+        })
+}
+
+/// Source directories (`oot/src/<deb>/usr/src/NAME-VER`, each with its
+/// `dkms.conf`) of the Debian `*-dkms` packages the ABI tests build
+/// (openvpn-dco, jool, v4l2loopback, acpi-call).
+pub fn dkms_sources() -> Vec<PathBuf> {
+    sources_of_set("abi")
+}
+
+/// Source directories of Debian `*-dkms` packages whose modules carry the
+/// names of in-tree modules, as the RDMA vendor stacks' do: digimend-dkms
+/// (hid-uclogic, hid-kye). It builds for 6.1 but not for 6.12 (6.12 made
+/// `report_fixup` return `const __u8 *`).
+pub fn in_tree_replacing_sources() -> Vec<PathBuf> {
+    sources_of_set("replaces")
+}
+
+fn sources_of_set(set: &str) -> Vec<PathBuf> {
+    oot_list("sources.list")
+        .into_iter()
+        .filter(|f| f.get(2).map(String::as_str) == Some(set))
+        .map(|f| PathBuf::from(&f[1]))
+        .collect()
+}
+
 /// Asserts that an oracle tool is on PATH, naming the package to install.
 pub fn require_tool(tool: &str, package: &str) {
     let found = std::env::var_os("PATH")
@@ -54,4 +150,45 @@ pub fn require_tool(tool: &str, package: &str) {
         found,
         "oracle '{tool}' not installed: apt-get install {package} (scripts/fixtures does)"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_order_is_numeric() {
+        assert!(version_key("6.1.0-57-amd64") > version_key("6.1.0-9-amd64"));
+        assert!(version_key("6.12.117+deb12-amd64") > version_key("6.1.0-57-amd64"));
+    }
+
+    /// The lists scripts/oot-fixtures wrote name real trees: each Kbuild
+    /// environment has the files `make -C` needs, each source a dkms.conf,
+    /// and the newest 6.1 kernel has an environment.
+    #[test]
+    fn oot_lists_name_real_trees() {
+        let envs = kbuild_environments();
+        for (k, dir) in &envs {
+            for f in ["Makefile", "Module.symvers", ".config", "scripts"] {
+                assert!(dir.join(f).exists(), "{k}: {} has no {f}", dir.display());
+            }
+        }
+        let newest = newest_kernel("6.1");
+        assert!(
+            envs.iter().any(|(k, _)| *k == newest),
+            "no Kbuild environment for {newest}"
+        );
+        let sources: Vec<_> = dkms_sources()
+            .into_iter()
+            .chain(in_tree_replacing_sources())
+            .collect();
+        assert!(!sources.is_empty());
+        for s in sources {
+            assert!(
+                s.join("dkms.conf").is_file(),
+                "{}: no dkms.conf",
+                s.display()
+            );
+        }
+    }
 }
