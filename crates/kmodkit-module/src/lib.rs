@@ -20,6 +20,7 @@
 //! Nothing here panics on hostile input: every failure is an [`Error`] that
 //! names the file and the problem.
 
+pub mod compress;
 pub mod compression;
 pub mod elf;
 pub mod signature;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use compress::{compress_module, CompressError};
 pub use compression::{Compression, DecompressError};
 pub use elf::{Class, ElfError, Endian};
 pub use signature::Signature;
