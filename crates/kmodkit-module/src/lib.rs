@@ -23,6 +23,7 @@
 pub mod compress;
 pub mod compression;
 pub mod elf;
+pub mod sign;
 pub mod signature;
 pub mod sparse;
 
@@ -33,6 +34,7 @@ use serde::Serialize;
 pub use compress::{compress_module, CompressError};
 pub use compression::{Compression, DecompressError};
 pub use elf::{Class, ElfError, Endian};
+pub use sign::{create_signing_key, sign_module, HashAlgorithm, NewKey, SignError, SigningKey};
 pub use signature::Signature;
 
 /// A module file could not be read.
