@@ -45,6 +45,37 @@ fn xz_is_the_kernels_xz() {
     }
 }
 
+/// The strongest oracle: the distribution kernel's own compressed modules
+/// (Debian's 6.12 ships `.ko.xz`, made by `make modules_install`).
+/// Decompressed and compressed again, each must come back byte for byte.
+#[test]
+fn xz_reproduces_the_kernels_own_modules() {
+    let mut checked = 0;
+    for (kernel, _series) in kmodkit_fixtures::kernels() {
+        let dir = kmodkit_fixtures::fixture_root()
+            .join("lib/modules")
+            .join(&kernel);
+        for m in common::IN_TREE {
+            let path = dir.join(format!("{m}.ko.xz"));
+            let Ok(shipped) = std::fs::read(&path) else {
+                continue; // this kernel's modules are not xz-compressed
+            };
+            let elf = ModuleFile::open(&path).unwrap().data;
+            let ours = compress_module(&elf, Compression::Xz).unwrap();
+            assert!(
+                ours == shipped,
+                "{}: not the kernel's own bytes",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 0,
+        "no .ko.xz kernel among the fixtures (6.12 expected)"
+    );
+}
+
 /// The zstd CLI's version, e.g. 10504 for v1.5.4 (`ZSTD_versionNumber`).
 fn zstd_cli_version() -> u32 {
     let out = String::from_utf8_lossy(&run(Command::new("zstd").arg("--version"))).into_owned();

@@ -17,7 +17,7 @@ pub struct RealModule {
 
 /// In-tree modules per kernel: a small and a large NIC driver (xz -6 of
 /// anything much larger makes the tests slow on a shared machine).
-const IN_TREE: &[&str] = &[
+pub const IN_TREE: &[&str] = &[
     "kernel/drivers/net/ethernet/intel/e100",
     "kernel/drivers/net/ethernet/intel/e1000e/e1000e",
 ];
