@@ -242,6 +242,47 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// Like [`Staged::commit`], for a file that must not exist yet (a new
+    /// private key): the rename is a no-replace rename, so an existing
+    /// `target` — made by anyone, even between a check and this call — is
+    /// left alone and the error's source is `AlreadyExists`.
+    pub fn commit_new(mut self) -> Result<Committed, CommitError> {
+        self.file
+            .flush()
+            .and_then(|()| self.file.sync_all())
+            .map_err(err(&self.tmp, "write"))?;
+        let registration = self.registration.take();
+        let renamed = signals::with_registry_locked(|registry| {
+            let r = rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &self.tmp,
+                rustix::fs::CWD,
+                &self.target,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(io::Error::from);
+            if r.is_ok() {
+                registry.forget(registration.as_ref());
+            }
+            r
+        });
+        if let Err(e) = renamed {
+            self.registration = registration;
+            return Err(err(&self.target, "create the new file (never replaced)")(e));
+        }
+        if let Some(r) = registration {
+            r.disarm();
+        }
+        let _ = fsync_dir(&self.dir);
+        Ok(Committed {
+            path: self.target.clone(),
+            backup: None,
+            backup_is_new: false,
+        })
+    }
+}
+
 impl Write for Staged {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         fault_point("commit-write");
@@ -495,6 +536,22 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn commit_new_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("key.pem");
+        let mut s = Staged::new(&t).unwrap();
+        s.write_all(b"first").unwrap();
+        s.commit_new().unwrap();
+        let mut s = Staged::new(&t).unwrap();
+        s.write_all(b"second").unwrap();
+        let e = s.commit_new().unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&t).unwrap(), b"first");
+        // The refused temporary is gone with the Staged.
+        assert_eq!(names(d.path()), ["key.pem"]);
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //! Nothing here panics on hostile input: every failure is an [`Error`] that
 //! names the file and the problem.
 
+pub mod compress;
 pub mod compression;
 pub mod elf;
+pub mod sign;
 pub mod signature;
 pub mod sparse;
 
@@ -29,8 +31,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use compress::{compress_module, CompressError};
 pub use compression::{Compression, DecompressError};
 pub use elf::{Class, ElfError, Endian};
+pub use sign::{create_signing_key, sign_module, HashAlgorithm, NewKey, SignError, SigningKey};
 pub use signature::Signature;
 
 /// A module file could not be read.

@@ -19,7 +19,10 @@
 use serde::Serialize;
 
 pub const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
-const MODSIG_SIZE: usize = 12;
+/// `sizeof(struct module_signature)`.
+pub(crate) const MODSIG_SIZE: usize = 12;
+/// `PKEY_ID_PKCS7`, the `id_type` of every signature sign-file makes.
+pub(crate) const PKEY_ID_PKCS7: u8 = 2;
 
 const PKEY_ALGO: [&str; 2] = ["DSA", "RSA"];
 const PKEY_HASH: [&str; 9] = [
@@ -187,13 +190,13 @@ struct Pkcs7Info {
 }
 
 /// A DER TLV: tag byte, contents, and the bytes after it.
-struct Tlv<'a> {
-    tag: u8,
-    contents: &'a [u8],
-    rest: &'a [u8],
+pub(crate) struct Tlv<'a> {
+    pub(crate) tag: u8,
+    pub(crate) contents: &'a [u8],
+    pub(crate) rest: &'a [u8],
 }
 
-fn der(input: &[u8]) -> Option<Tlv<'_>> {
+pub(crate) fn der(input: &[u8]) -> Option<Tlv<'_>> {
     let (&tag, rest) = input.split_first()?;
     if tag & 0x1f == 0x1f {
         return None; // multi-byte tags never occur in PKCS#7 signatures
@@ -221,17 +224,17 @@ fn der(input: &[u8]) -> Option<Tlv<'_>> {
     })
 }
 
-fn expect(input: &[u8], tag: u8) -> Option<Tlv<'_>> {
+pub(crate) fn expect(input: &[u8], tag: u8) -> Option<Tlv<'_>> {
     der(input).filter(|t| t.tag == tag)
 }
 
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const OID: u8 = 0x06;
-const INTEGER: u8 = 0x02;
-const OCTET_STRING: u8 = 0x04;
+pub(crate) const SEQUENCE: u8 = 0x30;
+pub(crate) const SET: u8 = 0x31;
+pub(crate) const OID: u8 = 0x06;
+pub(crate) const INTEGER: u8 = 0x02;
+pub(crate) const OCTET_STRING: u8 = 0x04;
 /// id-signedData 1.2.840.113549.1.7.2
-const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+pub(crate) const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
 /// id-at-commonName 2.5.4.3
 const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
 
@@ -342,10 +345,30 @@ fn decode_pkcs7(blob: &[u8]) -> Option<Pkcs7Info> {
     let algorithm = public_key_algorithm(expect(next.contents, OID)?.contents);
     let encrypted = expect(next.rest, OCTET_STRING)?;
 
-    // kmod's x509_name_to_str: the commonName, or when there is none the
-    // value of the last attribute scanned.
+    let signer = name_to_signer(issuer.contents)?;
+    // BN_bn2bin: big-endian magnitude without leading zero bytes.
+    let serial_bytes = serial
+        .contents
+        .iter()
+        .skip_while(|&&b| b == 0)
+        .copied()
+        .collect();
+    Some(Pkcs7Info {
+        algorithm,
+        signer,
+        serial: serial_bytes,
+        hash: hash_name(digest_oid.contents).map(str::to_string),
+        encrypted_digest: encrypted.contents.to_vec(),
+    })
+}
+
+/// What kmod prints as `signer` for an X.501 Name (the contents of its
+/// SEQUENCE): kmod's `x509_name_to_str` takes the commonName, or when
+/// there is none the value of the last attribute scanned, up to a NUL.
+/// `None` when the Name is not valid DER.
+pub(crate) fn name_to_signer(name: &[u8]) -> Option<Vec<u8>> {
     let mut signer: Option<&[u8]> = None;
-    let mut rdns = issuer.contents;
+    let mut rdns = name;
     while !rdns.is_empty() {
         let rdn = expect(rdns, SET)?;
         rdns = rdn.rest;
@@ -357,20 +380,9 @@ fn decode_pkcs7(blob: &[u8]) -> Option<Pkcs7Info> {
             break;
         }
     }
-    // BN_bn2bin: big-endian magnitude without leading zero bytes.
-    let serial_bytes = serial
-        .contents
-        .iter()
-        .skip_while(|&&b| b == 0)
-        .copied()
-        .collect();
-    Some(Pkcs7Info {
-        algorithm,
-        signer: signer
+    Some(
+        signer
             .map(|s| s.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
             .unwrap_or_default(),
-        serial: serial_bytes,
-        hash: hash_name(digest_oid.contents).map(str::to_string),
-        encrypted_digest: encrypted.contents.to_vec(),
-    })
+    )
 }
