@@ -35,7 +35,10 @@ pub fn real_modules() -> Vec<RealModule> {
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() == 3 {
-            out.push(load_stripped(&format!("{} {}", f[0], f[1]), Path::new(f[2])));
+            out.push(load_stripped(
+                &format!("{} {}", f[0], f[1]),
+                Path::new(f[2]),
+            ));
         }
     }
     for (kernel, _series) in kmodkit_fixtures::kernels() {
@@ -61,7 +64,11 @@ fn load_stripped(label: &str, path: &Path) -> RealModule {
     kmodkit_fixtures::require_tool("strip", "binutils");
     let tmp = tempfile::tempdir().unwrap();
     let stripped = tmp.path().join("m.ko");
-    run(Command::new("strip").arg("-g").arg("-o").arg(&stripped).arg(path));
+    run(Command::new("strip")
+        .arg("-g")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(path));
     load(label, &stripped)
 }
 
