@@ -17,6 +17,10 @@
 //!   must equal the running kernel's.
 //! * an appended signature (see [`signature`]).
 //!
+//! Writing, in `make modules_install`'s order after `strip -g`: [`sign`]
+//! appends a signature byte-identical to the kernel's `scripts/sign-file`,
+//! [`compress`] compresses with `scripts/Makefile.modinst`'s options.
+//!
 //! Nothing here panics on hostile input: every failure is an [`Error`] that
 //! names the file and the problem.
 

@@ -371,11 +371,12 @@ fn load_private_key(path: &Path, password: Option<&[u8]>) -> Result<RsaPrivateKe
     })
 }
 
-/// The certificate's DER: sign-file's `read_x509` takes DER when the file
-/// starts like a SEQUENCE with a two-byte length, PEM otherwise.
+/// The certificate's DER: sign-file's `read_x509` takes the file as DER
+/// when its first two bytes are a SEQUENCE tag and a long-form length
+/// (`0x30`, `0x81..=0x84`), as PEM otherwise.
 fn load_certificate(path: &Path) -> Result<Vec<u8>, SignError> {
     let bytes = read(path)?;
-    if bytes.starts_with(&[0x30, 0x82]) {
+    if let [0x30, 0x81..=0x84, ..] = bytes.as_slice() {
         return Ok(bytes);
     }
     let text = String::from_utf8_lossy(&bytes);

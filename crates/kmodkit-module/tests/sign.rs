@@ -312,6 +312,35 @@ fn key_formats_and_passwords() {
     let key = SigningKey::load(&combined, &combined, None).unwrap();
     assert!(sign_module(&m.elf, &key, HashAlgorithm::Sha256, false).unwrap() == expected);
 
+    // An EC key (sign-file could; DKMS's MOK and Debian's are RSA).
+    let ec = dir.join("ec.key");
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&ec));
+    let e = SigningKey::load(&ec, &pair.cert, None).unwrap_err();
+    assert!(matches!(e, SignError::UnsupportedKey { .. }), "{e:?}");
+
+    // Damaged certificates and keys are errors, never panics.
+    let cert = std::fs::read(&pair.cert).unwrap();
+    let damaged = dir.join("damaged.der");
+    for cut in [2, 3, 40, cert.len() / 2, cert.len() - 1] {
+        std::fs::write(&damaged, &cert[..cut]).unwrap();
+        let e = SigningKey::load(&pair.key, &damaged, None).unwrap_err();
+        assert!(
+            matches!(e, SignError::Certificate { .. }),
+            "cut {cut}: {e:?}"
+        );
+    }
+    let e = SigningKey::load(&pair.cert, &pair.cert, None).unwrap_err();
+    assert!(matches!(e, SignError::NoKey { .. }), "{e:?}");
+
     // Another key's certificate.
     let other = our_pair(dir);
     let e = SigningKey::load(&pair.key, &other.cert, None).unwrap_err();

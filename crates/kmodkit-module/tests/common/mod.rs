@@ -1,8 +1,9 @@
 //! Real modules for the signing and compression tests: the out-of-tree
 //! modules `scripts/oot-fixtures` built (`<cache>/oot/manifest`) and a few
 //! in-tree ones of every fixture kernel (6.1 plain `.ko`, 6.12 `.ko.xz`).
-//! In-tree modules come signed by Debian: the tests take the ELF image
-//! before that signature, as `strip` + a fresh build would give.
+//! Out-of-tree builds are `strip -g`ed first, as Makefile.modinst and DKMS
+//! do before signing. In-tree modules come signed by Debian: the tests
+//! take the ELF image before that signature.
 
 #![allow(dead_code)]
 
@@ -34,7 +35,10 @@ pub fn real_modules() -> Vec<RealModule> {
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() == 3 {
-            out.push(load(&format!("{} {}", f[0], f[1]), Path::new(f[2])));
+            out.push(load_stripped(
+                &format!("{} {}", f[0], f[1]),
+                Path::new(f[2]),
+            ));
         }
     }
     for (kernel, _series) in kmodkit_fixtures::kernels() {
@@ -52,6 +56,20 @@ pub fn real_modules() -> Vec<RealModule> {
     }
     assert!(out.len() >= 10, "too few real modules found");
     out
+}
+
+/// An out-of-tree build as `make modules_install` and DKMS sign it:
+/// after `strip -g` (the step before signing in Makefile.modinst).
+fn load_stripped(label: &str, path: &Path) -> RealModule {
+    kmodkit_fixtures::require_tool("strip", "binutils");
+    let tmp = tempfile::tempdir().unwrap();
+    let stripped = tmp.path().join("m.ko");
+    run(Command::new("strip")
+        .arg("-g")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(path));
+    load(label, &stripped)
 }
 
 fn load(label: &str, path: &Path) -> RealModule {
