@@ -97,8 +97,26 @@ impl Jobserver {
                     "jobserver pipe closed",
                 ));
             }
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                // GNU make sets the pipe's read end (one open file shared
+                // with every make) non-blocking (posixos.c
+                // `jobserver_pre_acquire`): wait until a byte is there.
+                io::ErrorKind::WouldBlock => {
+                    let mut pfd = libc::pollfd {
+                        fd: self.read.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for a fd this struct owns.
+                    if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            return Err(e);
+                        }
+                    }
+                }
+                _ => return Err(e),
             }
         }
     }

@@ -806,6 +806,8 @@ fn install_all(
         if jobs
             .iter()
             .any(|j| j.kernel == ki && j.outcome.action == Action::Compatible)
+            // or links that a native build may now replace
+            || env.module_dir.join("weak-updates").is_dir()
         {
             weak_kernels.insert(ki);
         }
@@ -900,6 +902,39 @@ fn install_all(
     } else {
         Vec::new()
     };
+    // New builds are offered to the root's other kernels too (what
+    // weak-modules --add-modules does after a DKMS install), unless a
+    // package asks for none (NO_WEAK_MODULES).
+    let offered = jobs.iter().any(|j| {
+        matches!(j.outcome.action, Action::Built | Action::Cached) && !j.recipe.no_weak_modules
+    });
+    if opts.weak_links && offered {
+        let ours: BTreeSet<&str> = envs.iter().map(|e| e.release.as_str()).collect();
+        for other in kmodkit_abi::weak::installed_kernels(root) {
+            if ours.contains(other.as_str()) {
+                continue;
+            }
+            // A kernel whose symbol versions are not under the root cannot
+            // be checked: it keeps what it has.
+            let Ok(plan) = kmodkit_abi::weak::plan_in(root, &other, &all_builds, dest) else {
+                continue;
+            };
+            if plan.is_change() {
+                kmodkit_abi::weak::apply(root, &plan, opts.depmod_cache.as_deref()).map_err(
+                    |source| RunError::Weak {
+                        kernel: other.clone(),
+                        source,
+                    },
+                )?;
+                report
+                    .changed
+                    .entry(other.clone())
+                    .or_default()
+                    .extend(plan.changed_modules());
+                report.weak_updated.push(other);
+            }
+        }
+    }
     for ki in targets {
         let env = &envs[ki];
         let plan = kmodkit_abi::weak::plan_in(root, &env.release, &all_builds, dest).map_err(

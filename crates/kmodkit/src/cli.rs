@@ -58,6 +58,9 @@ CRCs, undefined symbols, struct module size and the signature.",
     WeakModules(crate::weak_modules::WeakModulesArgs),
     /// Rebuild vendor driver sources (DKMS trees, Kbuild directories) for new kernels, only where the ABI broke
     Rebuild(crate::rebuild::RebuildArgs),
+    /// Create the key pair `rebuild` signs modules with
+    #[command(subcommand)]
+    SigningKey(crate::signing::SigningKeyCommand),
     /// Read, list, extract, create, repack and compare initramfs images
     Initrd(crate::initrd::InitrdArgs),
     /// Print the man page (roff) for kmodkit and its subcommands

@@ -163,6 +163,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         Command::Depmod(args) => depmod::run(&args).map(status),
         Command::WeakModules(args) => weak_modules::run(&args).map(status),
         Command::Rebuild(args) => rebuild::run(&args).map(status),
+        Command::SigningKey(cmd) => signing::run(&cmd).map(status),
         Command::Initrd(args) => match initrd::run(&args) {
             Err(e) if initrd::is_diff(&args) => {
                 report_error(&e, wants_json(matches));

@@ -1,26 +1,85 @@
-//! The CLI's signer and compressor for installed modules (kmodkit-module's
-//! sign and compress, with the key loaded once).
+//! Module signing and compression for installed modules (kmodkit-module's
+//! `sign` and `compress`, the key loaded once), and `kmodkit signing-key`.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
 use kmodkit_module::compression::Compression;
+use kmodkit_module::sign::{self, HashAlgorithm, SigningKey};
 
-pub(crate) struct Signer;
+pub(crate) struct Signer(SigningKey);
 
 impl Signer {
-    pub(crate) fn load(key: &Path, _cert: &Path, _password: Option<&[u8]>) -> Result<Signer> {
-        anyhow::bail!("{}: signing is not wired yet", key.display())
+    pub(crate) fn load(key: &Path, cert: &Path, password: Option<&[u8]>) -> Result<Signer> {
+        Ok(Signer(SigningKey::load(key, cert, password)?))
     }
 
-    pub(crate) fn sign(&self, _module: &[u8], _hash: Option<&str>) -> Result<Vec<u8>, String> {
-        Err("signing is not wired yet".into())
+    /// Signs as sign-file with the kernel's `CONFIG_MODULE_SIG_HASH` (DKMS
+    /// falls back to sha512 when the kernel names none).
+    pub(crate) fn sign(&self, module: &[u8], hash: Option<&str>) -> Result<Vec<u8>, String> {
+        let hash = HashAlgorithm::from_kconfig_name(hash.unwrap_or("sha512")).map_err(|e| e.to_string())?;
+        sign::sign_module(module, &self.0, hash, false).map_err(|e| e.to_string())
     }
 }
 
 pub(crate) fn compress(data: &[u8], how: Compression) -> Result<Vec<u8>, String> {
-    match how {
-        Compression::None => Ok(data.to_vec()),
-        other => Err(format!("{other} compression is not wired yet")),
+    kmodkit_module::compress::compress_module(data, how).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Create a module signing key pair (RSA private key PEM, self-signed X.509 certificate DER), as
+    /// DKMS creates its MOK; never replaces an existing file
+    #[command(after_help = "Enroll the certificate for Secure Boot with: mokutil --import CERT\n\n\
+Examples:\n  kmodkit signing-key create\n  kmodkit signing-key create --key /etc/kmodkit/signing.key --cert /etc/kmodkit/signing.der --name 'Cluster driver signing'")]
+    Create(CreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Root of the system the key is for
+    #[arg(long, visible_alias = "basedir", value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Private key to write (default: ROOT/var/lib/dkms/mok.key, where DKMS and `kmodkit rebuild` look)
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Certificate to write (default: ROOT/var/lib/dkms/mok.pub)
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's common name (modinfo shows it as signer)
+    #[arg(long, default_value = "kmodkit module signing key")]
+    pub name: String,
+    /// RSA key size
+    #[arg(long, default_value_t = 2048, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(["2048", "3072", "4096"]), |s: String| s.parse::<usize>().unwrap_or(2048)))]
+    pub bits: usize,
+}
+
+pub fn run(cmd: &SigningKeyCommand) -> Result<bool> {
+    match cmd {
+        SigningKeyCommand::Create(a) => {
+            let key = a.key.clone().unwrap_or_else(|| a.root.join("var/lib/dkms/mok.key"));
+            let cert = a.cert.clone().unwrap_or_else(|| a.root.join("var/lib/dkms/mok.pub"));
+            for p in [&key, &cert] {
+                if let Some(d) = p.parent() {
+                    std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                }
+            }
+            let new = sign::NewKey {
+                common_name: &a.name,
+                bits: a.bits,
+                not_before: std::time::SystemTime::now(),
+                days: 36500,
+            };
+            sign::create_signing_key(&new, &key, &cert)?;
+            writeln!(
+                std::io::stdout().lock(),
+                "created {} and {}",
+                key.display(),
+                cert.display()
+            )?;
+            Ok(true)
+        }
     }
 }
