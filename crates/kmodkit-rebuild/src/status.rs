@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use kmodkit_abi::weak::{compare_releases, resolve_link};
-use kmodkit_abi::{check, Target, Verdict};
+use kmodkit_abi::{check, check_installed, Target, Verdict};
 use serde::Serialize;
 
 /// What to look at: every path and list is given by the caller.
@@ -191,16 +191,6 @@ fn classify(root: &Path, module_dir: &Path, path: &Path) -> Loads {
     }
 }
 
-/// The first directory of `path` below `module_dir` (`updates`,
-/// `extra`, `weak-updates`): where the set is placed for the check.
-fn placement(module_dir: &Path, path: &Path) -> String {
-    path.strip_prefix(module_dir)
-        .ok()
-        .and_then(|r| r.components().next())
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .unwrap_or_else(|| "updates".to_string())
-}
-
 fn reasons_of(v: &Verdict) -> Vec<String> {
     v.reasons.iter().map(|r| r.to_string()).collect()
 }
@@ -313,10 +303,7 @@ fn kernel_status(
             _ => None,
         })
         .collect();
-    let verdicts: Vec<Verdict> = match winners.first() {
-        Some(first) => check(&target, &winners, &placement(&module_dir, first)),
-        None => Vec::new(),
-    };
+    let verdicts: Vec<Verdict> = check_installed(&target, &winners);
 
     let mut modules = Vec::new();
     for (name, loaded) in names.iter().zip(loads) {
@@ -450,13 +437,6 @@ fn other_builds(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placement_is_the_first_directory() {
-        let d = Path::new("/r/lib/modules/6.1.0-55-amd64");
-        assert_eq!(placement(d, &d.join("updates/dkms/a.ko")), "updates");
-        assert_eq!(placement(d, &d.join("weak-updates/a.ko")), "weak-updates");
-    }
 
     #[test]
     fn a_missing_kernel_is_an_error_naming_what_is_installed() {

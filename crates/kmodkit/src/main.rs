@@ -22,6 +22,8 @@ mod modinfo;
 mod profile;
 mod progress;
 mod read_flags;
+mod reload;
+mod status;
 mod weak_modules;
 
 use std::io::{self, Write};
@@ -160,6 +162,10 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         }
         Command::Depmod(args) => depmod::run(&args).map(status),
         Command::WeakModules(args) => weak_modules::run(&args).map(status),
+        // 0 fine, 1 action needed / a step failed; errors: 2 for usage and
+        // input (UsageError), 1 otherwise, as main maps them.
+        Command::Status(args) => status::run(&args),
+        Command::Reload(args) => reload::run(&args),
         Command::Initrd(args) => match initrd::run(&args) {
             Err(e) if initrd::is_diff(&args) => {
                 report_error(&e, wants_json(matches));
