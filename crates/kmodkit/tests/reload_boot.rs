@@ -94,7 +94,8 @@ fn reports(console: &str) -> Vec<(serde_json::Value, i32)> {
     let mut cur: Option<String> = None;
     for line in console.lines() {
         let line = line.trim_end_matches('\r');
-        if line.starts_with("KMK-RELOAD-BEGIN") {
+        // The first marker may follow the firmware's terminal escapes on one line.
+        if line.ends_with("KMK-RELOAD-BEGIN") {
             cur = Some(String::new());
         } else if let Some(rc) = line.strip_prefix("KMK-RELOAD-END rc=") {
             let doc = cur.take().unwrap_or_default();
@@ -239,6 +240,9 @@ fn reload_in_the_guest_reports_the_kernels_reasons() {
         .output()
         .expect("qemu runs");
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Kept for a failure's post-mortem (the scratch directory is removed).
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reload-boot-console.log");
+    let _ = std::fs::write(&log, &console);
     let r = reports(&console);
     let tail: Vec<&str> = console.lines().rev().take(40).collect();
     assert_eq!(
