@@ -16,7 +16,7 @@ use crate::UsageError;
 #[command(
     after_help = "Exit status: 0 every module loads and is accepted on every kernel, 1 some \
 action is needed, 2 usage or input error.\n\nExamples:\n  kmodkit status /usr/src/jool-dkms-4.1.9\n  \
-kmodkit status --root /srv/node-root --module mlx5_core --module mlx5_ib --json"
+kmodkit status --root /srv/node-root --json \\\n    --module mlx5_core --module mlx5_ib"
 )]
 pub struct StatusArgs {
     /// Root directory the kernels live under; its own depmod.d decides priorities
