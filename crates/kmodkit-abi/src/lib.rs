@@ -247,6 +247,31 @@ fn module_name(path: &Path) -> String {
 /// the target's depmod.d priorities — whether a set module replaces an
 /// in-tree module of the same name.
 pub fn check(target: &Target, set: &[PathBuf], placement: &str) -> Vec<Verdict> {
+    check_placed(target, set, |path| {
+        let base = path
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("{}/{}/{}", target.module_dir, placement, base)
+    })
+}
+
+/// Checks a set already installed in the target's tree, each file where
+/// it is (e.g. the modules `modprobe` would load now). A file that is its
+/// name's provider in the tree is not shadowed by itself: kmod's priority
+/// rule, asked about a path against the same path, ranks the old one as
+/// `built-in` (it tests the old path only against entries the new one did
+/// not match), which would make a `weak-updates` file lose to itself.
+pub fn check_installed(target: &Target, set: &[PathBuf]) -> Vec<Verdict> {
+    check_placed(target, set, |path| path.display().to_string())
+}
+
+/// [`check`] with each module placed at the path `placed` gives.
+fn check_placed(
+    target: &Target,
+    set: &[PathBuf],
+    placed_at: impl Fn(&Path) -> String,
+) -> Vec<Verdict> {
     let candidates: Vec<Candidate> = set
         .par_iter()
         .map(|p| Candidate {
@@ -275,14 +300,11 @@ pub fn check(target: &Target, set: &[PathBuf], placement: &str) -> Vec<Verdict> 
             continue;
         }
         first_of_name.insert(&c.name, i);
-        let base = c
-            .path
-            .file_name()
-            .map(|b| b.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let placed = format!("{}/{}/{}", target.module_dir, placement, base);
+        let placed = placed_at(&c.path);
         match target.scan.provider_path(&c.name) {
-            Some(existing) if !target.scan.would_replace(&placed) => {
+            Some(existing)
+                if existing != Path::new(&placed) && !target.scan.would_replace(&placed) =>
+            {
                 shadowed[i] = Some(existing.display().to_string())
             }
             _ => replaces[i] = true,

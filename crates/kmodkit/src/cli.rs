@@ -63,6 +63,10 @@ CRCs, undefined symbols, struct module size and the signature.",
     SigningKey(crate::signing::SigningKeyCommand),
     /// Read, list, extract, create, repack and compare initramfs images
     Initrd(crate::initrd::InitrdArgs),
+    /// Which file modprobe loads for each module of a package on every installed kernel, and what to do
+    Status(crate::status::StatusArgs),
+    /// Unload a package's modules and their users, load them again, with the kernel's reasons
+    Reload(crate::reload::ReloadArgs),
     /// Print the man page (roff) for kmodkit and its subcommands
     #[command(hide = false)]
     Man {

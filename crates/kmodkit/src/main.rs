@@ -24,6 +24,8 @@ mod progress;
 mod read_flags;
 mod rebuild;
 mod signing;
+mod reload;
+mod status;
 mod weak_modules;
 
 use std::io::{self, Write};
@@ -164,6 +166,10 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         Command::WeakModules(args) => weak_modules::run(&args).map(status),
         Command::Rebuild(args) => rebuild::run(&args).map(status),
         Command::SigningKey(cmd) => signing::run(&cmd).map(status),
+        // 0 fine, 1 action needed / a step failed; errors: 2 for usage and
+        // input (UsageError), 1 otherwise, as main maps them.
+        Command::Status(args) => status::run(&args),
+        Command::Reload(args) => reload::run(&args),
         Command::Initrd(args) => match initrd::run(&args) {
             Err(e) if initrd::is_diff(&args) => {
                 report_error(&e, wants_json(matches));
