@@ -127,8 +127,8 @@ pub fn dkms_sources() -> Vec<PathBuf> {
 
 /// Source directories of Debian `*-dkms` packages whose modules carry the
 /// names of in-tree modules, as the RDMA vendor stacks' do: digimend-dkms
-/// (hid-uclogic, hid-kye). It builds for 6.1 but not for 6.12 (6.12 made
-/// `report_fixup` return `const __u8 *`).
+/// (hid-kye, hid-uclogic, hid-viewsonic). It builds for 6.1 but not for
+/// 6.12 (6.12 made `report_fixup` return `const __u8 *`).
 pub fn in_tree_replacing_sources() -> Vec<PathBuf> {
     sources_of_set("replaces")
 }
