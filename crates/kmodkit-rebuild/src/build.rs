@@ -67,6 +67,62 @@ pub struct BuildRequest<'a> {
     pub work: &'a Path,
     /// Where the build's log goes (kept).
     pub log: &'a Path,
+    /// Building for a root other than `/`: the root's module directory of
+    /// the kernel, shown to the build at `/lib/modules/K` (see
+    /// [`RootView`]).
+    pub root_view: Option<RootView>,
+}
+
+/// Recipes that name `/lib/modules/$kernelver/build` instead of
+/// `$kernel_source_dir` (digimend-dkms' `MAKE[0]`, many vendor Makefiles'
+/// `KDIR ?= /lib/modules/$(KVER)/build`) must find the root's kernel
+/// there, never the host's (DKMS issue #605). The build's processes get a
+/// private mount namespace in which `/lib/modules` is an empty tmpfs with
+/// only the root's `K/` bound into it. Needs CAP_SYS_ADMIN (the build of a
+/// system image runs as root); without it the build runs unchanged.
+#[derive(Debug, Clone)]
+pub struct RootView {
+    pub module_dir: PathBuf,
+    pub kernel: String,
+}
+
+impl RootView {
+    fn apply(&self, cmd: &mut Command) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let c = |b: &[u8]| CString::new(b).ok();
+        let (Some(src), Some(dst), Some(base), Some(tmpfs), Some(slash), Some(opts)) = (
+            c(self.module_dir.as_os_str().as_bytes()),
+            c(format!("/lib/modules/{}", self.kernel).as_bytes()),
+            c(b"/lib/modules"),
+            c(b"tmpfs"),
+            c(b"/"),
+            c(b"mode=0755"),
+        ) else {
+            return;
+        };
+        // SAFETY: only async-signal-safe syscalls on strings allocated
+        // before the fork; an error leaves the child as it was (the build
+        // then sees the host's /lib/modules, as DKMS's would).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Ok(());
+                }
+                let none = std::ptr::null();
+                if libc::mount(none, slash.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none.cast()) != 0 {
+                    return Ok(());
+                }
+                if libc::mount(tmpfs.as_ptr(), base.as_ptr(), tmpfs.as_ptr(), 0, opts.as_ptr().cast()) != 0 {
+                    return Ok(());
+                }
+                libc::mkdir(dst.as_ptr(), 0o755);
+                libc::mount(src.as_ptr(), dst.as_ptr(), none, libc::MS_BIND | libc::MS_REC, none.cast());
+                Ok(())
+            });
+        }
+    }
 }
 
 /// A module a build produced.
@@ -248,6 +304,9 @@ pub fn run(req: &BuildRequest<'_>, jobserver: &Jobserver) -> Result<BuildOutput,
         }
         if with_jobs {
             jobserver.configure(&mut cmd);
+        }
+        if let Some(view) = &req.root_view {
+            view.apply(&mut cmd);
         }
         cmd.status().map_err(io(Path::new("bash")))
     };

@@ -674,6 +674,10 @@ fn run_builds(
                         extra_symbols: extra,
                         work: &work,
                         log: &log,
+                        root_view: (opts.root != Path::new("/")).then(|| build::RootView {
+                            module_dir: env.module_dir.clone(),
+                            kernel: env.release.clone(),
+                        }),
                     };
                     let r = build::run(&req, js);
                     let _ = tx.send((j, r));

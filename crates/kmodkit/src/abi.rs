@@ -1,7 +1,7 @@
 //! `kmodkit abi check`: will these modules load on that kernel?
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -42,7 +42,8 @@ pub struct AbiCheckArgs {
     /// Module.symvers / symvers.gz of the target (instead of searching)
     #[arg(long, value_name = "FILE")]
     pub symvers: Option<PathBuf>,
-    /// Subdirectory of the target's module directory the set would be installed in
+    /// Subdirectory of the target's module directory the set would be installed in (modules already
+    /// in that directory tree are checked where they are)
     #[arg(long, value_name = "SUBDIR", default_value = "weak-updates")]
     pub placement: String,
     /// Check each module on its own (its dependencies from the target only),
@@ -84,13 +85,27 @@ pub fn run(cmd: &AbiCommand) -> Result<u8> {
     )?;
     crate::profile::step("target", t);
     let t = std::time::Instant::now();
+    // Modules already installed in the target's own tree are checked where
+    // they are (else each would be placed again under --placement and be
+    // shadowed by itself).
+    let installed = !files.is_empty()
+        && files
+            .iter()
+            .all(|f| f.starts_with(Path::new(&target.module_dir)));
+    let judge = |set: &[PathBuf]| {
+        if installed {
+            kmodkit_abi::check_installed(&target, set)
+        } else {
+            check(&target, set, &args.placement)
+        }
+    };
     let verdicts = if args.independent {
         files
             .iter()
-            .flat_map(|f| check(&target, std::slice::from_ref(f), &args.placement))
+            .flat_map(|f| judge(std::slice::from_ref(f)))
             .collect()
     } else {
-        check(&target, &files, &args.placement)
+        judge(&files)
     };
     crate::profile::step("check", t);
     // A file that is no module cannot be judged: an error naming it, not a

@@ -45,49 +45,39 @@ pub struct StatusArgs {
 /// The module names of a DKMS package: `DEST_MODULE_NAME[n]`, else
 /// `BUILT_MODULE_NAME[n]` (DKMS's `dkms.conf(5)`), read as plain
 /// assignments without running the file.
-// TODO(lead): replace with kmodkit_rebuild::conf once it lands on main;
-// this reads literal values only (no shell expansion, no MAKE_MATCH).
+/// The modules a DKMS source tree installs (`DEST_MODULE_NAME`, else
+/// `BUILT_MODULE_NAME`), from its `dkms.conf` evaluated as DKMS does
+/// (kmodkit_rebuild::conf). Which names a package has does not depend on
+/// the kernel in any real recipe; it is evaluated for kernel "any" with no
+/// headers.
 pub(crate) fn dkms_module_names(package: &Path) -> Result<Vec<String>> {
-    let conf = if package.is_dir() {
-        package.join("dkms.conf")
-    } else {
+    let dir = if package.is_dir() {
         package.to_path_buf()
+    } else {
+        package.parent().map(Path::to_path_buf).unwrap_or_default()
     };
-    let text = std::fs::read_to_string(&conf)
-        .map_err(|e| UsageError(format!("{}: cannot read dkms.conf: {e}", conf.display())))?;
-    let mut built: std::collections::BTreeMap<u32, String> = Default::default();
-    let mut dest: std::collections::BTreeMap<u32, String> = Default::default();
-    for line in text.lines() {
-        let line = line.trim();
-        for (key, map) in [
-            ("BUILT_MODULE_NAME[", &mut built),
-            ("DEST_MODULE_NAME[", &mut dest),
-        ] {
-            let Some(rest) = line.strip_prefix(key) else {
-                continue;
-            };
-            let Some((idx, value)) = rest.split_once("]=") else {
-                continue;
-            };
-            let Ok(idx) = idx.parse::<u32>() else {
-                continue;
-            };
-            let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-            if !value.is_empty() {
-                map.insert(idx, value.to_string());
-            }
-        }
-    }
-    if built.is_empty() {
+    let source = kmodkit_rebuild::conf::Source::open(&dir).map_err(|e| UsageError(e.to_string()))?;
+    if !source.dkms {
         return Err(UsageError(format!(
-            "{}: no BUILT_MODULE_NAME[n] assignment; name the modules with --module",
-            conf.display()
+            "{}: no dkms.conf; name the modules with --module",
+            dir.display()
         ))
         .into());
     }
-    Ok(built
+    let scratch = crate::host::scratch_dir("kmodkit-status.")?;
+    let cx = kmodkit_rebuild::conf::EvalContext {
+        root: Path::new("/"),
+        kernel: "any",
+        arch: "x86_64",
+        kernel_source_dir: scratch.path(),
+        dkms_tree: scratch.path(),
+    };
+    let recipe = kmodkit_rebuild::conf::Recipe::evaluate(&source, &cx)
+        .map_err(|e| UsageError(e.to_string()))?;
+    Ok(recipe
+        .modules
         .iter()
-        .map(|(i, b)| dest.get(i).unwrap_or(b).clone())
+        .map(|m| m.dest_name.replace('-', "_"))
         .collect())
 }
 

@@ -1,6 +1,6 @@
 //! `kmodkit reload` inside a qemu guest of the kernel the package was
 //! built for: the kernel decides. One boot of a Debian 6.1 kernel with a
-//! busybox initrd holding a static kmodkit, jool's real builds for that
+//! busybox initrd holding the kmodkit under test (with its libraries), jool's real builds for that
 //! kernel (`scripts/oot-fixtures`) in `updates/jool/`, their in-tree
 //! dependencies (`modprobe --show-depends`, kmod) and an index made by
 //! kmod's depmod. /init reloads the package three times:
@@ -33,29 +33,30 @@ fn jool_builds(kver: &str) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
-/// A static kmodkit for the guest, built for the x86_64 glibc target with
-/// `crt-static` into this target directory.
-fn static_kmodkit() -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "-p",
-            "kmodkit",
-        ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo build of the static kmodkit");
-    assert!(status.success(), "static kmodkit build failed");
-    target.join("x86_64-unknown-linux-gnu/release/kmodkit")
+/// The kmodkit under test and what it needs to run in the guest: the
+/// shared libraries and the dynamic loader `ldd` names, at the same paths
+/// (what dracut's `inst_binary` does), so the guest runs the very binary
+/// the other tests run (no second, static build).
+fn install_kmodkit(tree: &Path) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_kmodkit"));
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::copy(bin, tree.join("bin/kmodkit")).unwrap();
+    let out = Command::new("ldd").arg(bin).output().expect("run ldd");
+    assert!(out.status.success(), "ldd {}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"; linux-vdso has no file.
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        let Some(path) = path else { continue };
+        let to = tree.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        // The file, not the symlink: the guest has no other copy.
+        std::fs::copy(path, &to).unwrap();
+    }
 }
 
 /// Module files (relative to the module directory) kmod's modprobe loads
@@ -183,7 +184,7 @@ fn reload_in_the_guest_reports_the_kernels_reasons() {
     std::fs::create_dir_all(tree.join("foreign")).unwrap();
     std::fs::copy(&foreign, tree.join("foreign/jool_common.ko")).unwrap();
     std::fs::create_dir_all(tree.join("bin")).unwrap();
-    std::fs::copy(static_kmodkit(), tree.join("bin/kmodkit")).unwrap();
+    install_kmodkit(&tree);
 
     let reload = "/bin/kmodkit reload --json --module jool_common --module jool --module jool_siit";
     let init = format!(
