@@ -111,14 +111,34 @@ impl RootView {
                     return Ok(());
                 }
                 let none = std::ptr::null();
-                if libc::mount(none, slash.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, none.cast()) != 0 {
+                if libc::mount(
+                    none,
+                    slash.as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    none.cast(),
+                ) != 0
+                {
                     return Ok(());
                 }
-                if libc::mount(tmpfs.as_ptr(), base.as_ptr(), tmpfs.as_ptr(), 0, opts.as_ptr().cast()) != 0 {
+                if libc::mount(
+                    tmpfs.as_ptr(),
+                    base.as_ptr(),
+                    tmpfs.as_ptr(),
+                    0,
+                    opts.as_ptr().cast(),
+                ) != 0
+                {
                     return Ok(());
                 }
                 libc::mkdir(dst.as_ptr(), 0o755);
-                libc::mount(src.as_ptr(), dst.as_ptr(), none, libc::MS_BIND | libc::MS_REC, none.cast());
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    none.cast(),
+                );
                 Ok(())
             });
         }

@@ -23,8 +23,8 @@ mod profile;
 mod progress;
 mod read_flags;
 mod rebuild;
-mod signing;
 mod reload;
+mod signing;
 mod status;
 mod weak_modules;
 

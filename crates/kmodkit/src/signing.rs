@@ -19,7 +19,8 @@ impl Signer {
     /// Signs as sign-file with the kernel's `CONFIG_MODULE_SIG_HASH` (DKMS
     /// falls back to sha512 when the kernel names none).
     pub(crate) fn sign(&self, module: &[u8], hash: Option<&str>) -> Result<Vec<u8>, String> {
-        let hash = HashAlgorithm::from_kconfig_name(hash.unwrap_or("sha512")).map_err(|e| e.to_string())?;
+        let hash = HashAlgorithm::from_kconfig_name(hash.unwrap_or("sha512"))
+            .map_err(|e| e.to_string())?;
         sign::sign_module(module, &self.0, hash, false).map_err(|e| e.to_string())
     }
 }
@@ -32,15 +33,22 @@ pub(crate) fn compress(data: &[u8], how: Compression) -> Result<Vec<u8>, String>
 pub enum SigningKeyCommand {
     /// Create a module signing key pair (RSA private key PEM, self-signed X.509 certificate DER), as
     /// DKMS creates its MOK; never replaces an existing file
-    #[command(after_help = "Enroll the certificate for Secure Boot with: mokutil --import CERT\n\n\
-Examples:\n  kmodkit signing-key create\n  kmodkit signing-key create --key /etc/kmodkit/signing.key --cert /etc/kmodkit/signing.der --name 'Cluster driver signing'")]
+    #[command(
+        after_help = "Enroll the certificate for Secure Boot with: mokutil --import CERT\n\n\
+Examples:\n  kmodkit signing-key create\n  kmodkit signing-key create --key /etc/kmodkit/signing.key --cert /etc/kmodkit/signing.der --name 'Cluster driver signing'"
+    )]
     Create(CreateArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Root of the system the key is for
-    #[arg(long, visible_alias = "basedir", value_name = "DIR", default_value = "/")]
+    #[arg(
+        long,
+        visible_alias = "basedir",
+        value_name = "DIR",
+        default_value = "/"
+    )]
     pub root: PathBuf,
     /// Private key to write (default: ROOT/var/lib/dkms/mok.key, where DKMS and `kmodkit rebuild` look)
     #[arg(long, value_name = "FILE")]
@@ -59,11 +67,18 @@ pub struct CreateArgs {
 pub fn run(cmd: &SigningKeyCommand) -> Result<bool> {
     match cmd {
         SigningKeyCommand::Create(a) => {
-            let key = a.key.clone().unwrap_or_else(|| a.root.join("var/lib/dkms/mok.key"));
-            let cert = a.cert.clone().unwrap_or_else(|| a.root.join("var/lib/dkms/mok.pub"));
+            let key = a
+                .key
+                .clone()
+                .unwrap_or_else(|| a.root.join("var/lib/dkms/mok.key"));
+            let cert = a
+                .cert
+                .clone()
+                .unwrap_or_else(|| a.root.join("var/lib/dkms/mok.pub"));
             for p in [&key, &cert] {
                 if let Some(d) = p.parent() {
-                    std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("creating {}", d.display()))?;
                 }
             }
             let new = sign::NewKey {

@@ -56,7 +56,8 @@ pub(crate) fn dkms_module_names(package: &Path) -> Result<Vec<String>> {
     } else {
         package.parent().map(Path::to_path_buf).unwrap_or_default()
     };
-    let source = kmodkit_rebuild::conf::Source::open(&dir).map_err(|e| UsageError(e.to_string()))?;
+    let source =
+        kmodkit_rebuild::conf::Source::open(&dir).map_err(|e| UsageError(e.to_string()))?;
     if !source.dkms {
         return Err(UsageError(format!(
             "{}: no dkms.conf; name the modules with --module",

@@ -110,21 +110,43 @@ fn make_key(dir: &Path) -> (PathBuf, PathBuf) {
     let key = dir.join("mok.key");
     let cert = dir.join("mok.pub");
     let st = Command::new("openssl")
-        .args(["req", "-new", "-nodes", "-utf8", "-sha256", "-days", "36500", "-batch", "-x509"])
-        .args(["-outform", "DER", "-newkey", "rsa:2048", "-subj", "/CN=kmodkit rebuild test key/"])
+        .args([
+            "req", "-new", "-nodes", "-utf8", "-sha256", "-days", "36500", "-batch", "-x509",
+        ])
+        .args([
+            "-outform",
+            "DER",
+            "-newkey",
+            "rsa:2048",
+            "-subj",
+            "/CN=kmodkit rebuild test key/",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     (key, cert)
 }
 
 fn modinfo_field(file: &Path, field: &str) -> String {
-    let out = Command::new("modinfo").args(["-F", field]).arg(file).output().unwrap();
-    assert!(out.status.success(), "modinfo {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("modinfo")
+        .args(["-F", field])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "modinfo {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -139,7 +161,11 @@ fn cert_serial(cert: &Path) -> String {
         .trim()
         .trim_start_matches("serial=")
         .to_string();
-    let hex = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
+    let hex = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex
+    };
     hex.as_bytes()
         .chunks(2)
         .map(|c| std::str::from_utf8(c).unwrap().to_string())
@@ -148,9 +174,19 @@ fn cert_serial(cert: &Path) -> String {
 }
 
 /// The stripped, unsigned module the build cache holds for an outcome.
-fn cached_module(cache: &Path, root: &Path, package: &str, version: &str, kernel: &str, name: &str) -> PathBuf {
+fn cached_module(
+    cache: &Path,
+    root: &Path,
+    package: &str,
+    version: &str,
+    kernel: &str,
+    name: &str,
+) -> PathBuf {
     let record: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(root.join(format!("var/lib/kmodkit/rebuild/{package}/{version}/{kernel}.json"))).unwrap(),
+        &std::fs::read(root.join(format!(
+            "var/lib/kmodkit/rebuild/{package}/{version}/{kernel}.json"
+        )))
+        .unwrap(),
     )
     .unwrap();
     let key = record["key"].as_str().unwrap();
@@ -178,15 +214,30 @@ fn sign_file(kernel: &str, hash: &str, key: &Path, cert: &Path, module: &Path) -
     let tool = kmodkit_fixtures::kbuild_environment(kernel).join("scripts/sign-file");
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::copy(module, tmp.path()).unwrap();
-    let out = Command::new(&tool).arg(hash).arg(key).arg(cert).arg(tmp.path()).output().unwrap();
-    assert!(out.status.success(), "{}: {}", tool.display(), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&tool)
+        .arg(hash)
+        .arg(key)
+        .arg(cert)
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        tool.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(tmp.path()).unwrap()
 }
 
 fn kernel_config(kernel: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(kmodkit_fixtures::kbuild_environment(kernel).join(".config")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(|v| v.trim_matches('"').to_string()))
+    let text =
+        std::fs::read_to_string(kmodkit_fixtures::kbuild_environment(kernel).join(".config"))
+            .unwrap();
+    text.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}="))
+            .map(|v| v.trim_matches('"').to_string())
+    })
 }
 
 /// Signature and compression of one installed module, against sign-file,
@@ -194,7 +245,11 @@ fn kernel_config(kernel: &str, key: &str) -> Option<String> {
 fn check_signed(kernel: &str, key: &Path, cert: &Path, installed: &Path, cached: &Path) {
     let hash = kernel_config(kernel, "CONFIG_MODULE_SIG_HASH").expect("the kernel signs modules");
     let expected = sign_file(kernel, &hash, key, cert, cached);
-    let name = installed.file_name().unwrap().to_string_lossy().into_owned();
+    let name = installed
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let bytes = std::fs::read(installed).unwrap();
     let signed = if name.ends_with(".ko.xz") {
         // Makefile.modinst: xz --check=crc32 --lzma2=dict=1MiB.
@@ -207,17 +262,44 @@ fn check_signed(kernel: &str, key: &Path, cert: &Path, installed: &Path, cached:
         use std::io::Write;
         xz.stdin.take().unwrap().write_all(&expected).unwrap();
         let out = xz.wait_with_output().unwrap();
-        assert!(bytes == out.stdout, "{}: not the kernel's xz of sign-file's output", installed.display());
-        let out = Command::new("xz").args(["-dc"]).arg(installed).output().unwrap();
+        assert!(
+            bytes == out.stdout,
+            "{}: not the kernel's xz of sign-file's output",
+            installed.display()
+        );
+        let out = Command::new("xz")
+            .args(["-dc"])
+            .arg(installed)
+            .output()
+            .unwrap();
         out.stdout
     } else {
         assert!(name.ends_with(".ko"), "{name}");
         bytes
     };
-    assert!(signed == expected, "{}: not byte-identical to sign-file {hash}", installed.display());
-    assert_eq!(modinfo_field(installed, "signer"), "kmodkit rebuild test key", "{}", installed.display());
-    assert_eq!(modinfo_field(installed, "sig_key"), cert_serial(cert), "{}", installed.display());
-    assert_eq!(modinfo_field(installed, "sig_hashalgo"), hash, "{}", installed.display());
+    assert!(
+        signed == expected,
+        "{}: not byte-identical to sign-file {hash}",
+        installed.display()
+    );
+    assert_eq!(
+        modinfo_field(installed, "signer"),
+        "kmodkit rebuild test key",
+        "{}",
+        installed.display()
+    );
+    assert_eq!(
+        modinfo_field(installed, "sig_key"),
+        cert_serial(cert),
+        "{}",
+        installed.display()
+    );
+    assert_eq!(
+        modinfo_field(installed, "sig_hashalgo"),
+        hash,
+        "{}",
+        installed.display()
+    );
 }
 
 /// `kmodkit abi check` (the ABI oracle the decisions must agree with):
@@ -230,9 +312,17 @@ fn abi_accepts(root: &Path, kernel: &str, files: &[PathBuf]) -> bool {
         .args(files)
         .output()
         .unwrap();
-    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["modules"].as_array().unwrap().iter().all(|m| m["compatible"].as_bool() == Some(true))
+    doc["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["compatible"].as_bool() == Some(true))
 }
 
 /// Boots `kernel` in qemu and inserts each group of module files in order
@@ -242,17 +332,38 @@ fn kernel_accepts(kernel: &str, groups: &[Vec<PathBuf>]) -> Vec<(bool, Vec<Strin
     let tmp = tempfile::NamedTempFile::new().unwrap();
     let text: String = groups
         .iter()
-        .map(|g| g.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ") + "\n")
+        .map(|g| {
+            g.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
         .collect();
     std::fs::write(tmp.path(), text).unwrap();
     let out = Command::new(repo().join("scripts/qemu-insmod"))
-        .args(["--kernel", kernel, "--deps-from-target", "--timeout", "300", "--groups"])
+        .args([
+            "--kernel",
+            kernel,
+            "--deps-from-target",
+            "--timeout",
+            "300",
+            "--groups",
+        ])
         .arg(tmp.path())
         .output()
         .expect("run scripts/qemu-insmod");
-    assert!(out.status.success(), "qemu boot of {kernel}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "qemu boot of {kernel}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["complete"].as_bool(), Some(true), "{kernel}: the boot did not finish: {doc}");
+    assert_eq!(
+        doc["complete"].as_bool(),
+        Some(true),
+        "{kernel}: the boot did not finish: {doc}"
+    );
     let mut per_group = vec![(true, Vec::new()); groups.len()];
     for r in doc["results"].as_array().unwrap() {
         if r["dependency"].as_bool() == Some(true) {
@@ -276,7 +387,12 @@ fn kernel_accepts(kernel: &str, groups: &[Vec<PathBuf>]) -> Vec<(bool, Vec<Strin
 /// Packages in install order (a package's dependencies first), with the
 /// group of files qemu inserts for it: kmk-user needs kmk-core's module,
 /// which is not in the kernel's own tree.
-fn groups_for(root: &Path, outs: &BTreeMap<(String, String), (String, serde_json::Value)>, kernel: &str, files_of: &dyn Fn(&serde_json::Value) -> Vec<PathBuf>) -> Vec<(String, Vec<PathBuf>)> {
+fn groups_for(
+    root: &Path,
+    outs: &BTreeMap<(String, String), (String, serde_json::Value)>,
+    kernel: &str,
+    files_of: &dyn Fn(&serde_json::Value) -> Vec<PathBuf>,
+) -> Vec<(String, Vec<PathBuf>)> {
     let mut out = Vec::new();
     let mut core = Vec::new();
     for ((p, k), (_, o)) in outs {
@@ -309,7 +425,10 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
     let same_crcs = "6.1.0-56-amd64";
     let newest_61 = kmodkit_fixtures::newest_kernel("6.1");
     let k612 = kmodkit_fixtures::newest_kernel("6.12");
-    assert!(![base, same_crcs].contains(&newest_61.as_str()), "the newest 6.1 ABI must be a third one");
+    assert!(
+        ![base, same_crcs].contains(&newest_61.as_str()),
+        "the newest 6.1 ABI must be a third one"
+    );
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let mut sources = kmodkit_fixtures::dkms_sources();
@@ -323,7 +442,9 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
     let cache_s = cache.display().to_string();
     let key_s = key.display().to_string();
     let cert_s = cert.display().to_string();
-    let common_args = ["--cache", &cache_s, "--key", &key_s, "--cert", &cert_s, "-j", "2"];
+    let common_args = [
+        "--cache", &cache_s, "--key", &key_s, "--cert", &cert_s, "-j", "2",
+    ];
 
     // 1. The base: everything built and installed, signed as the kernel's
     // sign-file would sign it.
@@ -337,7 +458,14 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
         assert!(action == "built" || action == "cached", "{p}: {o}");
         for f in installed_files(&root, o) {
             let name = kmodkit_index_name(&f).unwrap();
-            let cached = cached_module(&cache, &root, p, o["version"].as_str().unwrap(), base, &name);
+            let cached = cached_module(
+                &cache,
+                &root,
+                p,
+                o["version"].as_str().unwrap(),
+                base,
+                &name,
+            );
             check_signed(base, &key, &cert, &f, &cached);
         }
     }
@@ -354,7 +482,10 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
         .map(|((p, _), (_, o))| (p.clone(), installed_files(&root, o)))
         .collect();
     let all_base: Vec<PathBuf> = base_files.values().flatten().cloned().collect();
-    assert!(abi_accepts(&root, same_crcs, &all_base), "the ABI check refuses the base build on {same_crcs}");
+    assert!(
+        abi_accepts(&root, same_crcs, &all_base),
+        "the ABI check refuses the base build on {same_crcs}"
+    );
     for ((p, _), (action, o)) in &second {
         assert_eq!(action, "compatible", "{p}: {o}");
         assert!(o["reason"].as_str().unwrap().contains(base), "{o}");
@@ -376,32 +507,53 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
             set.extend(base_files["kmk-core"].iter().cloned());
         }
         let accepted = abi_accepts(&root, k, &set);
-        let core_rebuilt = p == "kmk-user" && rebuilt.get(k).is_some_and(|s| s.contains("kmk-core"));
+        let core_rebuilt =
+            p == "kmk-user" && rebuilt.get(k).is_some_and(|s| s.contains("kmk-core"));
         if accepted && !core_rebuilt {
-            assert_eq!(action, "compatible", "{p} for {k}: the ABI check accepts the base build: {o}");
+            assert_eq!(
+                action, "compatible",
+                "{p} for {k}: the ABI check accepts the base build: {o}"
+            );
         } else {
-            assert!(action == "built" || action == "cached", "{p} for {k}: the ABI check refuses the base build: {o}");
+            assert!(
+                action == "built" || action == "cached",
+                "{p} for {k}: the ABI check refuses the base build: {o}"
+            );
             rebuilt.entry(k.clone()).or_default().insert(p.clone());
         }
     }
-    assert!(rebuilt.get(&k612).is_some_and(|s| s.len() == sources.len()), "6.12 refuses every 6.1 build: {rebuilt:?}");
+    assert!(
+        rebuilt.get(&k612).is_some_and(|s| s.len() == sources.len()),
+        "6.12 refuses every 6.1 build: {rebuilt:?}"
+    );
 
     // 4. The kernels agree: each target boots in qemu and inserts, per
     // package, the base build (accepted exactly where nothing was rebuilt)
     // and what is installed for it now (always accepted).
     for k in [same_crcs, newest_61.as_str(), k612.as_str()] {
         let outs = if k == same_crcs { &second } else { &third };
-        let old = groups_for(&root, outs, k, &|o: &serde_json::Value| base_files[o["package"].as_str().unwrap()].clone());
-        let new = groups_for(&root, outs, k, &|o: &serde_json::Value| installed_files(&root, o));
+        let old = groups_for(&root, outs, k, &|o: &serde_json::Value| {
+            base_files[o["package"].as_str().unwrap()].clone()
+        });
+        let new = groups_for(&root, outs, k, &|o: &serde_json::Value| {
+            installed_files(&root, o)
+        });
         let mut groups: Vec<Vec<PathBuf>> = old.iter().map(|(_, g)| g.clone()).collect();
         groups.extend(new.iter().map(|(_, g)| g.clone()));
         let verdicts = kernel_accepts(k, &groups);
         for (i, (p, _)) in old.iter().enumerate() {
             let action = &outs[&(p.clone(), k.to_string())].0;
             let (ok, why) = &verdicts[i];
-            assert_eq!(*ok, action == "compatible", "{k}: kernel accepts the base build of {p}: {ok} ({why:?}), kmodkit: {action}");
+            assert_eq!(
+                *ok,
+                action == "compatible",
+                "{k}: kernel accepts the base build of {p}: {ok} ({why:?}), kmodkit: {action}"
+            );
             let (ok_new, why_new) = &verdicts[old.len() + i];
-            assert!(ok_new, "{k}: the kernel refuses the installed {p}: {why_new:?}");
+            assert!(
+                ok_new,
+                "{k}: the kernel refuses the installed {p}: {why_new:?}"
+            );
         }
     }
     // The 6.12 builds: signed and compressed like its own modules.
@@ -417,8 +569,16 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
         }
     }
     // The base itself.
-    let new = groups_for(&root, &first, base, &|o: &serde_json::Value| installed_files(&root, o));
-    for (i, (ok, why)) in kernel_accepts(base, &new.iter().map(|(_, g)| g.clone()).collect::<Vec<_>>()).iter().enumerate() {
+    let new = groups_for(&root, &first, base, &|o: &serde_json::Value| {
+        installed_files(&root, o)
+    });
+    for (i, (ok, why)) in kernel_accepts(
+        base,
+        &new.iter().map(|(_, g)| g.clone()).collect::<Vec<_>>(),
+    )
+    .iter()
+    .enumerate()
+    {
         assert!(ok, "{base} refuses the installed {}: {why:?}", new[i].0);
     }
 
@@ -433,7 +593,12 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
                 .output()
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.lines().last().is_some_and(|l| l.contains(m["path"].as_str().unwrap())), "{k} {m}: {text}");
+            assert!(
+                text.lines()
+                    .last()
+                    .is_some_and(|l| l.contains(m["path"].as_str().unwrap())),
+                "{k} {m}: {text}"
+            );
         }
     }
 
@@ -443,7 +608,10 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
     let run = rebuild(&root, &args);
     assert_eq!(run.code, 0, "{}", run.stderr);
     for ((p, k), (action, o)) in outcomes(&run) {
-        assert!(action == "up_to_date" || action == "compatible", "{p} for {k}: {o}");
+        assert!(
+            action == "up_to_date" || action == "compatible",
+            "{p} for {k}: {o}"
+        );
     }
 }
 
@@ -454,7 +622,12 @@ fn small_root(fx: &Fixtures, dir: &Path, kernels: &[&str], packages: &[PathBuf])
     rebuild_root(fx, &root, kernels, &[]);
     for p in packages {
         let to = root.join("usr/src").join(p.file_name().unwrap());
-        let st = Command::new("cp").arg("-a").arg(p).arg(&to).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(p)
+            .arg(&to)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
     root
@@ -474,8 +647,25 @@ fn a_package_that_does_not_compile_fails_alone() {
     packages.extend(kmodkit_fixtures::in_tree_replacing_sources());
     let root = small_root(&fx, dir.path(), &[base, &k612], &packages);
     let cache = dir.path().join("cache").display().to_string();
-    let run = rebuild(&root, &["--kernel", base, "--kernel", &k612, "--no-sign", "--cache", &cache, "-j", "2"]);
-    assert_eq!(run.code, 1, "one package fails for one kernel: exit 1\n{}", run.stderr);
+    let run = rebuild(
+        &root,
+        &[
+            "--kernel",
+            base,
+            "--kernel",
+            &k612,
+            "--no-sign",
+            "--cache",
+            &cache,
+            "-j",
+            "2",
+        ],
+    );
+    assert_eq!(
+        run.code, 1,
+        "one package fails for one kernel: exit 1\n{}",
+        run.stderr
+    );
     let outs = outcomes(&run);
     assert_eq!(outs.len(), 2 * packages.len());
     for ((p, k), (action, o)) in &outs {
@@ -485,12 +675,21 @@ fn a_package_that_does_not_compile_fails_alone() {
             let error = o["error"].as_str().unwrap();
             let log = PathBuf::from(o["log"].as_str().unwrap());
             assert!(log.is_file(), "{o}");
-            assert!(error.contains(&log.display().to_string()), "the error names the log: {error}");
-            assert!(error.contains(p.as_str()) && error.contains(k.as_str()), "{error}");
+            assert!(
+                error.contains(&log.display().to_string()),
+                "the error names the log: {error}"
+            );
+            assert!(
+                error.contains(p.as_str()) && error.contains(k.as_str()),
+                "{error}"
+            );
             // The first error line of the log, as the compiler wrote it.
             let text = std::fs::read_to_string(&log).unwrap();
             let first = text.lines().find(|l| l.contains("error")).unwrap().trim();
-            assert!(error.contains(first), "{error}\nfirst error in the log: {first}");
+            assert!(
+                error.contains(first),
+                "{error}\nfirst error in the log: {first}"
+            );
             assert!(o["modules"].as_array().unwrap().is_empty());
         } else {
             assert_eq!(action, "built", "{p} {k}: {o}");
@@ -507,7 +706,10 @@ fn a_package_that_does_not_compile_fails_alone() {
         let core = installed_files(&root, &outs[&("kmk-core".to_string(), k.to_string())].1);
         let mut set = core.clone();
         set.extend(user);
-        assert!(abi_accepts(&root, k, &set), "kmk-user and kmk-core for {k} do not fit");
+        assert!(
+            abi_accepts(&root, k, &set),
+            "kmk-user and kmk-core for {k} do not fit"
+        );
     }
 }
 
@@ -516,11 +718,21 @@ fn missing_headers_bad_conf_and_missing_dependency_are_clear_errors() {
     let fx = Fixtures::load();
     let base = "6.1.0-55-amd64";
     let dir = tempfile::tempdir().unwrap();
-    let root = small_root(&fx, dir.path(), &[base], &[test_packages().join("kmk-user-1.0")]);
+    let root = small_root(
+        &fx,
+        dir.path(),
+        &[base],
+        &[test_packages().join("kmk-user-1.0")],
+    );
     let cache = dir.path().join("cache").display().to_string();
 
     // A kernel without headers: an error naming the package to install.
-    let other = fx.kernels.iter().find(|k| k.release != base).unwrap().clone();
+    let other = fx
+        .kernels
+        .iter()
+        .find(|k| k.release != base)
+        .unwrap()
+        .clone();
     common::link_tree(&fx, &other, &root);
     let run = kmodkit()
         .args(["rebuild", "--root"])
@@ -530,7 +742,10 @@ fn missing_headers_bad_conf_and_missing_dependency_are_clear_errors() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("linux-headers-{}", other.release)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("linux-headers-{}", other.release)),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(root.join("lib/modules").join(&other.release)).unwrap();
 
     // A BUILD_DEPENDS package that is neither in the run nor installed.
@@ -540,13 +755,23 @@ fn missing_headers_bad_conf_and_missing_dependency_are_clear_errors() {
     let (action, o) = &outs[&("kmk-user".to_string(), base.to_string())];
     assert_eq!(action, "failed", "{o}");
     assert!(o["error"].as_str().unwrap().contains("kmk-core"), "{o}");
-    assert!(!root.join("lib/modules").join(base).join("updates").exists(), "nothing installed");
+    assert!(
+        !root.join("lib/modules").join(base).join("updates").exists(),
+        "nothing installed"
+    );
 
     // A dkms.conf DKMS would refuse: the file and the problem named,
     // nothing built.
     let conf = root.join("usr/src/kmk-user-1.0/dkms.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
-    std::fs::write(&conf, text.replace("DEST_MODULE_LOCATION[0]=\"/updates\"", "DEST_MODULE_LOCATION[0]=\"/usr/lib\"")).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace(
+            "DEST_MODULE_LOCATION[0]=\"/updates\"",
+            "DEST_MODULE_LOCATION[0]=\"/usr/lib\"",
+        ),
+    )
+    .unwrap();
     let run = kmodkit()
         .args(["rebuild", "--root"])
         .arg(&root)
@@ -555,7 +780,10 @@ fn missing_headers_bad_conf_and_missing_dependency_are_clear_errors() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&conf.display().to_string()) && stderr.contains("DEST_MODULE_LOCATION"), "{stderr}");
+    assert!(
+        stderr.contains(&conf.display().to_string()) && stderr.contains("DEST_MODULE_LOCATION"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -563,7 +791,12 @@ fn wrong_key_password_and_a_kill_mid_install_lose_nothing() {
     let fx = Fixtures::load();
     let base = "6.1.0-55-amd64";
     let dir = tempfile::tempdir().unwrap();
-    let root = small_root(&fx, dir.path(), &[base], &[test_packages().join("kmk-core-1.0")]);
+    let root = small_root(
+        &fx,
+        dir.path(),
+        &[base],
+        &[test_packages().join("kmk-core-1.0")],
+    );
     let cache = dir.path().join("cache").display().to_string();
     let module_dir = root.join("lib/modules").join(base);
 
@@ -571,15 +804,29 @@ fn wrong_key_password_and_a_kill_mid_install_lose_nothing() {
     let key = dir.path().join("enc.key");
     let cert = dir.path().join("enc.der");
     let out = Command::new("openssl")
-        .args(["req", "-new", "-utf8", "-sha256", "-days", "36500", "-batch", "-x509", "-outform", "DER"])
-        .args(["-newkey", "rsa:2048", "-subj", "/CN=encrypted test key/", "-passout", "pass:right horse"])
+        .args([
+            "req", "-new", "-utf8", "-sha256", "-days", "36500", "-batch", "-x509", "-outform",
+            "DER",
+        ])
+        .args([
+            "-newkey",
+            "rsa:2048",
+            "-subj",
+            "/CN=encrypted test key/",
+            "-passout",
+            "pass:right horse",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pass = dir.path().join("pass");
     std::fs::write(&pass, "wrong horse\n").unwrap();
     let run = kmodkit()
@@ -595,7 +842,10 @@ fn wrong_key_password_and_a_kill_mid_install_lose_nothing() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&key.display().to_string()) && stderr.contains("wrong password"), "{stderr}");
+    assert!(
+        stderr.contains(&key.display().to_string()) && stderr.contains("wrong password"),
+        "{stderr}"
+    );
     assert!(!module_dir.join("updates").exists(), "nothing installed");
     // The right one signs.
     std::fs::write(&pass, "right horse\n").unwrap();
@@ -610,7 +860,11 @@ fn wrong_key_password_and_a_kill_mid_install_lose_nothing() {
         .arg(&pass)
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let installed = module_dir.join("updates/dkms/kmk_core.ko");
     assert_eq!(modinfo_field(&installed, "signer"), "encrypted test key");
     let old = std::fs::read(&installed).unwrap();
@@ -623,7 +877,12 @@ fn wrong_key_password_and_a_kill_mid_install_lose_nothing() {
     let mut text = std::fs::read_to_string(&src).unwrap();
     text.push_str("\n/* changed */\n");
     std::fs::write(&src, text).unwrap();
-    for point in ["install-module:1", "install-commit:1", "write:1", "commit:1"] {
+    for point in [
+        "install-module:1",
+        "install-commit:1",
+        "write:1",
+        "commit:1",
+    ] {
         let run = kmodkit()
             .args(["rebuild", "--root"])
             .arg(&root)
@@ -631,22 +890,44 @@ fn wrong_key_password_and_a_kill_mid_install_lose_nothing() {
             .env("KMODKIT_FAULT", point)
             .output()
             .unwrap();
-        assert!(!run.status.success(), "{point}: the kill did not happen: {}", String::from_utf8_lossy(&run.stderr));
-        assert_eq!(std::fs::read(&installed).unwrap(), old, "{point}: the old module changed");
-        assert_eq!(std::fs::read(module_dir.join("modules.dep")).unwrap(), old_dep, "{point}: the index changed");
+        assert!(
+            !run.status.success(),
+            "{point}: the kill did not happen: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&installed).unwrap(),
+            old,
+            "{point}: the old module changed"
+        );
+        assert_eq!(
+            std::fs::read(module_dir.join("modules.dep")).unwrap(),
+            old_dep,
+            "{point}: the index changed"
+        );
         let out = Command::new("modprobe")
             .arg("-d")
             .arg(&root)
             .args(["-S", base, "--show-depends", "kmk_core"])
             .output()
             .unwrap();
-        assert!(String::from_utf8_lossy(&out.stdout).contains("updates/dkms/kmk_core.ko"), "{point}: modprobe: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("updates/dkms/kmk_core.ko"),
+            "{point}: modprobe: {out:?}"
+        );
     }
     let run = rebuild(&root, &["--kernel", base, "--no-sign", "--cache", &cache]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_ne!(std::fs::read(&installed).unwrap(), old, "the new build is installed");
+    assert_ne!(
+        std::fs::read(&installed).unwrap(),
+        old,
+        "the new build is installed"
+    );
     assert!(
-        !root.join("lib/modules").join(format!(".kmodkit-rebuild-{base}.staging")).exists(),
+        !root
+            .join("lib/modules")
+            .join(format!(".kmodkit-rebuild-{base}.staging"))
+            .exists(),
         "staging left behind"
     );
     let out = Command::new("modprobe")

@@ -42,7 +42,12 @@ fn install_kmodkit(tree: &Path) {
     std::fs::create_dir_all(tree.join("bin")).unwrap();
     std::fs::copy(bin, tree.join("bin/kmodkit")).unwrap();
     let out = Command::new("ldd").arg(bin).output().expect("run ldd");
-    assert!(out.status.success(), "ldd {}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ldd {}: {}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
         // "/lib64/ld-linux-x86-64.so.2 (0x...)"; linux-vdso has no file.
