@@ -125,6 +125,15 @@ pub fn dkms_sources() -> Vec<PathBuf> {
     sources_of_set("abi")
 }
 
+/// Source directories (`oot/src/<deb>-trixie/usr/src/NAME-VER`) of Debian
+/// trixie's versions of the same packages, for the `kmodkit rebuild` tests:
+/// each builds for 6.1 and for 6.12, which bookworm's jool, openvpn-dco and
+/// v4l2loopback do not (scripts/oot-fixtures' header says what was checked).
+/// Unpacked only; nothing builds them ahead of the tests.
+pub fn rebuild_sources() -> Vec<PathBuf> {
+    sources_of_set("rebuild")
+}
+
 /// Source directories of Debian `*-dkms` packages whose modules carry the
 /// names of in-tree modules, as the RDMA vendor stacks' do: digimend-dkms
 /// (hid-kye, hid-uclogic, hid-viewsonic). It builds for 6.1 but not for
