@@ -34,7 +34,7 @@ installed with the module index regenerated as one atomic step per kernel; the i
 only when it holds a changed module.",
     after_help = "Exit status: 0 everything needed was done (or nothing was needed), 1 a build or \
 install failed (the others were still done), 2 usage error.\n\n\
-Examples:\n  kmodkit rebuild --kernel 6.1.0-57-amd64 --dry-run\n  kmodkit rebuild --all-kernels --key /var/lib/dkms/mok.key --cert /var/lib/dkms/mok.pub\n  kmodkit rebuild --root /srv/node-image --src /srv/node-image/usr/src/mlnx-ofed-kernel-24.10 --kernel 6.12.117+deb12-amd64\n  kmodkit rebuild --json | jq '.outcomes[] | select(.action == \"failed\")'"
+Examples:\n  kmodkit rebuild --kernel 6.1.0-57-amd64 --dry-run\n  kmodkit signing-key create && kmodkit rebuild --all-kernels\n  kmodkit rebuild --root /srv/node-image \\\n    --src /srv/node-image/usr/src/mlnx-ofed-kernel-24.10 \\\n    --kernel 6.12.117+deb12-amd64\n  kmodkit rebuild --json | jq '.outcomes[] | select(.action == \"failed\")'"
 )]
 pub struct RebuildArgs {
     /// Root of the system to build for (its kernels, headers, /usr/src, /etc/dkms)

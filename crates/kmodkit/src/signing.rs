@@ -35,7 +35,7 @@ pub enum SigningKeyCommand {
     /// DKMS creates its MOK; never replaces an existing file
     #[command(
         after_help = "Enroll the certificate for Secure Boot with: mokutil --import CERT\n\n\
-Examples:\n  kmodkit signing-key create\n  kmodkit signing-key create --key /etc/kmodkit/signing.key --cert /etc/kmodkit/signing.der --name 'Cluster driver signing'"
+Examples:\n  kmodkit signing-key create\n  kmodkit signing-key create --key /etc/kmodkit/signing.key \\\n    --cert /etc/kmodkit/signing.der --name 'Cluster driver signing'"
     )]
     Create(CreateArgs),
 }
