@@ -505,7 +505,21 @@ pub fn run(opts: &Options<'_>, progress: &dyn Progress) -> Result<Report, RunErr
                     set.extend(dep_files.iter().cloned());
                     let verdicts = kmodkit_abi::check(target, &set, "weak-updates");
                     let own = &verdicts[..files.len()];
-                    match refusal(own) {
+                    // Accepted but shadowed: through weak-updates the kernel's
+                    // own module of that name would load (RHEL's and kmod's
+                    // default search order rank weak-updates below built-in),
+                    // so only a native build replaces it.
+                    let why_not = refusal(own).or_else(|| {
+                        own.iter().find_map(|v| {
+                            v.shadowed_by.as_ref().map(|by| {
+                                format!(
+                                    "{}: loads, but through weak-updates the in-tree {by} shadows it under this root's depmod.d search order",
+                                    v.name
+                                )
+                            })
+                        })
+                    });
+                    match why_not {
                         None => {
                             jobs[j].files = files.clone();
                             let s = record::symvers_path(root, &r.package, &r.version, &r.kernel);
@@ -527,8 +541,8 @@ pub fn run(opts: &Options<'_>, progress: &dyn Progress) -> Result<Report, RunErr
                             break;
                         }
                         Some(why) => refused.push(format!(
-                            "the build for {} would be refused: {why}",
-                            r.kernel
+                            "the build for {} does not serve {}: {why}",
+                            r.kernel, env.release
                         )),
                     }
                 }

@@ -702,6 +702,69 @@ fn a_package_that_does_not_compile_fails_alone() {
         }
     }
     assert!(run.stderr.contains("FAILED"), "{}", run.stderr);
+    // digimend replaces in-tree HID modules, as the RDMA vendor stacks
+    // replace ib_core & co: `status` says which file modprobe loads for
+    // each — the vendor build on the base, the in-tree module on 6.12,
+    // where it failed — and kmod's modprobe on the index kmodkit wrote
+    // agrees.
+    let digimend = root.join("usr/src").join(
+        kmodkit_fixtures::in_tree_replacing_sources()[0]
+            .file_name()
+            .unwrap(),
+    );
+    let out = kmodkit()
+        .args(["status", "--json", "--root"])
+        .arg(&root)
+        .arg(&digimend)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "6.12 needs an action: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut kinds = BTreeSet::new();
+    for k in doc["kernels"].as_array().unwrap() {
+        let kernel = k["kernel"].as_str().unwrap();
+        for m in k["modules"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let kind = m["loads"]["kind"].as_str().unwrap_or("nothing");
+            let shown = m["loads"]["path"].as_str().unwrap_or("");
+            let probe = Command::new("modprobe")
+                .arg("-d")
+                .arg(&root)
+                .args(["-S", kernel, "--show-depends", name])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&probe.stdout);
+            let last = text.lines().last().unwrap_or("").trim();
+            if kind == "nothing" {
+                assert!(
+                    !probe.status.success() && !text.contains("insmod"),
+                    "{kernel} {name}: status shows nothing, modprobe: {text}"
+                );
+            } else {
+                assert!(
+                    last.starts_with("insmod ") && !shown.is_empty() && last.contains(shown),
+                    "{kernel} {name}: status shows {kind} {shown}, modprobe: {text}"
+                );
+            }
+            if kernel == k612 {
+                // No vendor build: the kernel's own module, or nothing.
+                assert!(kind == "in_tree" || kind == "nothing", "{kernel} {name}: {m}");
+                assert_eq!(m["action"].as_str(), Some("rebuild"), "{m}");
+            } else {
+                assert_eq!(kind, "vendor", "{kernel} {name}: {m}");
+            }
+            kinds.insert(kind.to_string());
+        }
+    }
+    assert!(
+        kinds.contains("in_tree") && kinds.contains("vendor"),
+        "{kinds:?}"
+    );
     // kmk-user got kmk-core's symbols: its CRC of kmk_core_register is the
     // one kmk-core exports (modpost had it, or the build would have failed).
     for k in [base, k612.as_str()] {
