@@ -753,7 +753,10 @@ fn a_package_that_does_not_compile_fails_alone() {
             }
             if kernel == k612 {
                 // No vendor build: the kernel's own module, or nothing.
-                assert!(kind == "in_tree" || kind == "nothing", "{kernel} {name}: {m}");
+                assert!(
+                    kind == "in_tree" || kind == "nothing",
+                    "{kernel} {name}: {m}"
+                );
                 assert_eq!(m["action"].as_str(), Some("rebuild"), "{m}");
             } else {
                 assert_eq!(kind, "vendor", "{kernel} {name}: {m}");
