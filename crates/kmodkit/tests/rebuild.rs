@@ -1006,4 +1006,38 @@ fn wrong_key_password_and_a_kill_mid_install_lose_nothing() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("updates/dkms/kmk_core.ko"));
+
+    // A package built later against a dependency installed by an earlier
+    // run: kmk-core's recorded Module.symvers reaches kmk-user's modpost.
+    let user = root.join("usr/src/kmk-user-1.0");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(test_packages().join("kmk-user-1.0"))
+        .arg(&user)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let user_s = user.display().to_string();
+    let run = rebuild(
+        &root,
+        &[
+            "--kernel",
+            base,
+            "--no-sign",
+            "--cache",
+            &cache,
+            "--src",
+            &user_s,
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let outs = outcomes(&run);
+    assert_eq!(
+        outs[&("kmk-user".to_string(), base.to_string())].0,
+        "built",
+        "{outs:?}"
+    );
+    let mut set = vec![installed.clone()];
+    set.push(module_dir.join("updates/dkms/kmk_user.ko"));
+    assert!(abi_accepts(&root, base, &set));
 }
