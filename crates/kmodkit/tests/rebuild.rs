@@ -616,6 +616,44 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
             "{p} for {k}: {o}"
         );
     }
+
+    // 7. --force on the newest 6.1 ABI (which accepts the base build, so
+    // nothing was rebuilt for it): a real build for a third kernel, signed
+    // as sign-file would, and every module loaded by that kernel.
+    let mut args = vec!["--kernel", &newest_61, "--force"];
+    args.extend(common_args);
+    let run = rebuild(&root, &args);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let forced = outcomes(&run);
+    for ((p, k), (action, o)) in &forced {
+        assert!(action == "built" || action == "cached", "{p} for {k}: {o}");
+        for f in installed_files(&root, o) {
+            assert!(
+                f.starts_with(root.join("lib/modules").join(k).join("updates/dkms")),
+                "{}",
+                f.display()
+            );
+            let name = kmodkit_index_name(&f).unwrap();
+            let cached = cached_module(&cache, &root, p, o["version"].as_str().unwrap(), k, &name);
+            check_signed(k, &key, &cert, &f, &cached);
+        }
+    }
+    let new = groups_for(&root, &forced, &newest_61, &|o: &serde_json::Value| {
+        installed_files(&root, o)
+    });
+    for (i, (ok, why)) in kernel_accepts(
+        &newest_61,
+        &new.iter().map(|(_, g)| g.clone()).collect::<Vec<_>>(),
+    )
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            ok,
+            "{newest_61} refuses the installed {}: {why:?}",
+            new[i].0
+        );
+    }
 }
 
 /// A root with the given sources under `usr/src` (copied, so a test may
