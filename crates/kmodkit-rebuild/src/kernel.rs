@@ -59,23 +59,52 @@ pub struct KernelEnv {
     pub sig_force: bool,
 }
 
-/// The headers package a distribution names for `release`.
-pub fn headers_package(root: &Path, release: &str) -> String {
-    let os = std::fs::read_to_string(root.join("etc/os-release")).unwrap_or_default();
-    let like = |id: &str| {
-        os.lines().any(|l| {
-            (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
-                && l.split('=')
-                    .nth(1)
-                    .is_some_and(|v| v.trim_matches('"').split_whitespace().any(|w| w == id))
-        })
-    };
-    if like("rhel") || like("fedora") || like("centos") {
-        format!("kernel-devel-{release}")
-    } else if like("suse") {
-        "kernel-default-devel".to_string()
-    } else {
-        format!("linux-headers-{release}")
+/// The distribution family of the system under `root`, from its
+/// `etc/os-release` (`ID` and `ID_LIKE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    Debian,
+    RedHat,
+    Suse,
+}
+
+impl Distribution {
+    /// Debian when nothing else is recognised (DKMS on Debian-like systems
+    /// and those without os-release behaves the same).
+    pub fn of(root: &Path) -> Distribution {
+        let os = std::fs::read_to_string(root.join("etc/os-release")).unwrap_or_default();
+        let ids: Vec<&str> = os
+            .lines()
+            .filter_map(|l| l.strip_prefix("ID=").or_else(|| l.strip_prefix("ID_LIKE=")))
+            .flat_map(|v| v.trim_matches('"').split_whitespace())
+            .collect();
+        let has = |id: &str| ids.contains(&id);
+        if has("rhel") || has("fedora") || has("centos") || has("ovm") {
+            Distribution::RedHat
+        } else if has("suse") || has("sles") || has("opensuse") {
+            Distribution::Suse
+        } else {
+            Distribution::Debian
+        }
+    }
+
+    /// Where DKMS installs modules (DKMS 3.0.10
+    /// `override_dest_module_location`), under `lib/modules/K`.
+    pub fn module_dest(self) -> &'static str {
+        match self {
+            Distribution::Debian => "updates/dkms",
+            Distribution::RedHat => "extra",
+            Distribution::Suse => "updates",
+        }
+    }
+
+    /// The package that holds kernel `release`'s headers.
+    pub fn headers_package(self, release: &str) -> String {
+        match self {
+            Distribution::Debian => format!("linux-headers-{release}"),
+            Distribution::RedHat => format!("kernel-devel-{release}"),
+            Distribution::Suse => "kernel-default-devel".to_string(),
+        }
     }
 }
 
@@ -210,7 +239,7 @@ impl KernelEnv {
                     .map(|c| c.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
-                package: headers_package(root, release),
+                package: Distribution::of(root).headers_package(release),
             })?;
         let config_path = headers.join(".config");
         let config = std::fs::read_to_string(&config_path).map_err(|source| KernelError::Io {

@@ -100,32 +100,6 @@ pub struct RebuildArgs {
     pub json: bool,
 }
 
-/// The distribution's directory for DKMS modules (DKMS 3.0.10
-/// `override_dest_module_location`).
-fn distribution_dest(root: &Path) -> String {
-    let os = std::fs::read_to_string(root.join("etc/os-release")).unwrap_or_default();
-    let ids: Vec<String> = os
-        .lines()
-        .filter(|l| l.starts_with("ID=") || l.starts_with("ID_LIKE="))
-        .flat_map(|l| {
-            l.split_once('=')
-                .map(|(_, v)| v.trim_matches('"').to_string())
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let has = |id: &str| ids.iter().any(|i| i == id);
-    if has("rhel") || has("fedora") || has("centos") || has("ovm") {
-        "extra".into()
-    } else if has("suse") || has("sles") || has("opensuse") {
-        "updates".into()
-    } else {
-        "updates/dkms".into()
-    }
-}
-
 struct Lines {
     json: bool,
 }
@@ -300,10 +274,11 @@ pub fn run(args: &RebuildArgs) -> Result<bool> {
             .unwrap_or_else(|| root.join("var/cache/kmodkit/rebuild")),
         work_dir: scratch.path().to_path_buf(),
         log_dir: root.join("var/lib/kmodkit/rebuild/log"),
-        dest_dir: args
-            .dest_dir
-            .clone()
-            .unwrap_or_else(|| distribution_dest(root)),
+        dest_dir: args.dest_dir.clone().unwrap_or_else(|| {
+            kmodkit_rebuild::kernel::Distribution::of(root)
+                .module_dest()
+                .to_string()
+        }),
         sign: Some(&sign_fn),
         compress: &compress_fn,
         weak_links: !args.no_weak_modules,

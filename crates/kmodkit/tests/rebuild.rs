@@ -197,16 +197,10 @@ fn cached_module(
         .map(|e| e.path())
         .find(|p| {
             p.extension().is_some_and(|x| x == "ko")
-                && kmodkit_index_name(p).as_deref() == Some(name)
+                && kmodkit_index::name::module_name_from_path(p).as_deref() == Some(name)
         })
         .unwrap_or_else(|| panic!("no cached {name} in {}", dir.display()));
     file
-}
-
-fn kmodkit_index_name(p: &Path) -> Option<String> {
-    let base = p.file_name()?.to_string_lossy().into_owned();
-    let stem = base.split(".ko").next()?.to_string();
-    Some(stem.replace('-', "_"))
 }
 
 /// The kernel's sign-file applied to a copy of `module`.
@@ -460,7 +454,7 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
     for ((p, _), (action, o)) in &first {
         assert!(action == "built" || action == "cached", "{p}: {o}");
         for f in installed_files(&root, o) {
-            let name = kmodkit_index_name(&f).unwrap();
+            let name = kmodkit_index::name::module_name_from_path(&f).unwrap();
             let cached = cached_module(
                 &cache,
                 &root,
@@ -566,7 +560,7 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
         }
         for f in installed_files(&root, o) {
             assert!(f.to_string_lossy().ends_with(".ko.xz"), "{}", f.display());
-            let name = kmodkit_index_name(&f).unwrap();
+            let name = kmodkit_index::name::module_name_from_path(&f).unwrap();
             let cached = cached_module(&cache, &root, p, o["version"].as_str().unwrap(), k, &name);
             check_signed(k, &key, &cert, &f, &cached);
         }
@@ -633,7 +627,7 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
                 "{}",
                 f.display()
             );
-            let name = kmodkit_index_name(&f).unwrap();
+            let name = kmodkit_index::name::module_name_from_path(&f).unwrap();
             let cached = cached_module(&cache, &root, p, o["version"].as_str().unwrap(), k, &name);
             check_signed(k, &key, &cert, &f, &cached);
         }
