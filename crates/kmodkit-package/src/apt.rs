@@ -429,7 +429,11 @@ pub fn write_repository(dir: &Path, opts: &AptOptions<'_>) -> Result<AptReport, 
 
 /// The `Release` text: apt-ftparchive's field order and its checksum
 /// line format (` HASH SIZE(right-aligned in 16) PATH`).
-fn release_text(opts: &AptOptions<'_>, architectures: &[String], files: &[(String, Vec<u8>)]) -> String {
+fn release_text(
+    opts: &AptOptions<'_>,
+    architectures: &[String],
+    files: &[(String, Vec<u8>)],
+) -> String {
     let mut out = format!(
         "Origin: kmodkit\nLabel: kmodkit\nSuite: {s}\nCodename: {s}\nDate: {}\n\
          Architectures: {}\nComponents: {}\nDescription: kmodkit driver packages\n\

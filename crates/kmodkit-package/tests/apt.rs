@@ -134,7 +134,8 @@ fn packages_match_apt_ftparchive_and_release_checksums_and_signatures_verify() {
     let dir = tmp.path().join("repo");
     let key = key();
     signed_repository(&dir, &key);
-    let ours = std::fs::read_to_string(dir.join("dists/stable/main/binary-amd64/Packages")).unwrap();
+    let ours =
+        std::fs::read_to_string(dir.join("dists/stable/main/binary-amd64/Packages")).unwrap();
     let theirs = run(Command::new("apt-ftparchive")
         .args(["packages", "pool"])
         .current_dir(&dir));
@@ -161,7 +162,10 @@ fn packages_match_apt_ftparchive_and_release_checksums_and_signatures_verify() {
             assert_eq!(o.get(k), Some(v), "{name}: {k} differs from apt-ftparchive");
         }
         for k in o.keys() {
-            assert!(t.contains_key(k), "{name}: {k} not in apt-ftparchive's stanza");
+            assert!(
+                t.contains_key(k),
+                "{name}: {k} not in apt-ftparchive's stanza"
+            );
         }
     }
 
@@ -184,7 +188,12 @@ fn packages_match_apt_ftparchive_and_release_checksums_and_signatures_verify() {
             let cols: Vec<&str> = line.split_whitespace().collect();
             let path = suite.join(cols[2]);
             let sum = run(Command::new(tool).arg(&path));
-            assert_eq!(sum.split_whitespace().next(), Some(cols[0]), "{section} of {}", cols[2]);
+            assert_eq!(
+                sum.split_whitespace().next(),
+                Some(cols[0]),
+                "{section} of {}",
+                cols[2]
+            );
             assert_eq!(std::fs::metadata(&path).unwrap().len().to_string(), cols[1]);
             listed.insert(cols[2].to_string());
         }
@@ -242,6 +251,8 @@ fn test_root(root: &Path, repo_dir: &Path, key: &RepoKey) {
     )
     .unwrap();
     std::fs::write(root.join("var/lib/dpkg/available"), "").unwrap();
+    // APT_CONFIG points here: no host apt.conf.d is read.
+    std::fs::write(root.join("etc/apt/apt.conf"), "").unwrap();
     let keyring = root.join("etc/apt/keyrings/kmodkit.asc");
     std::fs::write(&keyring, key.public_armored().unwrap()).unwrap();
     std::fs::write(
@@ -277,7 +288,24 @@ fn apt_get(root: &Path, args: &[&str]) -> std::process::Output {
         ))
         .arg("-o")
         .arg(format!("DPkg::Options::=--root={}", root.display()))
-        .args(["-o", "APT::Sandbox::User=root", "-o", "Dir::Etc::SourceList=/dev/null"])
+        .arg("-o")
+        .arg(format!("Dir::Etc={}", root.join("etc/apt").display()))
+        .arg("-o")
+        .arg(format!(
+            "Dir::Etc::SourceParts={}",
+            root.join("etc/apt/sources.list.d").display()
+        ))
+        .arg("-o")
+        .arg(format!(
+            "Dir::Etc::TrustedParts={}",
+            root.join("etc/apt/trusted.gpg.d").display()
+        ))
+        .args([
+            "-o",
+            "APT::Sandbox::User=root",
+            "-o",
+            "Dir::Etc::SourceList=/dev/null",
+        ])
         .args(["-o", "Acquire::Languages=none", "-o", "DPkg::Use-Pty=0"])
         .args(args);
     cmd.output().unwrap()
@@ -340,15 +368,30 @@ fn apt_installs_from_the_signed_repository_and_the_kernel_loads_the_modules() {
     let up = apt_get(&root, &["update"]);
     assert!(up.status.success(), "apt-get update:\n{}", text(&up));
     let t = text(&up);
-    assert!(!t.contains("W:") && !t.contains("E:"), "apt-get update warned:\n{t}");
-    let inst = apt_get(&root, &["install", "-y", "--no-install-recommends", "jool-kernel-only"]);
+    assert!(
+        !t.contains("W:") && !t.contains("E:"),
+        "apt-get update warned:\n{t}"
+    );
+    let inst = apt_get(
+        &root,
+        &[
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "jool-kernel-only",
+        ],
+    );
     let t = text(&inst);
     eprintln!("{t}");
     assert!(inst.status.success(), "apt-get install:\n{t}");
     let status = run(Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
         .args(["-s", "jool-kernel-only", &format!("jool-modules-{KERNEL}")]));
-    assert_eq!(status.matches("Status: install ok installed").count(), 2, "{status}");
+    assert_eq!(
+        status.matches("Status: install ok installed").count(),
+        2,
+        "{status}"
+    );
 
     // The modules are where the package put them, byte for byte, and the
     // postinst's depmod indexed them (dependencies as modinfo names them).
@@ -366,7 +409,10 @@ fn apt_installs_from_the_signed_repository_and_the_kernel_loads_the_modules() {
             .unwrap_or_else(|| panic!("{name} not in modules.dep:\n{dep}"));
         let depends = run(Command::new("modinfo").args(["-F", "depends"]).arg(f));
         for d in depends.trim().split(',').filter(|d| d.starts_with("jool")) {
-            assert!(line.contains(&format!("updates/dkms/{d}.ko")), "{line}: no {d}");
+            assert!(
+                line.contains(&format!("updates/dkms/{d}.ko")),
+                "{line}: no {d}"
+            );
         }
         installed.push(at);
     }
@@ -414,7 +460,11 @@ fn apt_refuses_a_changed_release_or_packages_file() {
     let dir = tmp.path().join("repo2");
     signed_repository(&dir, &key);
     let bin = dir.join("dists/stable/main/binary-amd64");
-    tamper(&bin.join("Packages"), "Priority: optional", "Priority: required");
+    tamper(
+        &bin.join("Packages"),
+        "Priority: optional",
+        "Priority: required",
+    );
     let changed = std::fs::read(bin.join("Packages")).unwrap();
     let gz = {
         use std::io::Write;
@@ -437,8 +487,7 @@ fn apt_refuses_a_changed_release_or_packages_file() {
     let t = text(&out);
     eprintln!("tampered Packages:\n{t}");
     assert!(
-        !out.status.success()
-            && (t.contains("Hash Sum mismatch") || t.contains("unexpected size")),
+        !out.status.success() && (t.contains("Hash Sum mismatch") || t.contains("unexpected size")),
         "apt-get update accepted a changed Packages:\n{t}"
     );
 }
@@ -450,7 +499,10 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 walk(base, &p, out);
             } else {
-                out.insert(p.strip_prefix(base).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(base).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -478,10 +530,16 @@ fn reruns_reuse_the_cache_and_give_the_same_bytes() {
     }
     let report = write_repository(&b, &options(Some(&key))).unwrap();
     assert_eq!((report.read, report.reused), (2, 0));
-    assert!(snapshot(&b) == first, "two repositories of the same packages differ");
+    assert!(
+        snapshot(&b) == first,
+        "two repositories of the same packages differ"
+    );
 
     // A new package: only it is read; a replaced one is read again.
-    let opts = DebOptions { time: TIME, maintainer: "t <t@example.invalid>".into() };
+    let opts = DebOptions {
+        time: TIME,
+        maintainer: "t <t@example.invalid>".into(),
+    };
     let extra = kernel_only_package("other", "1.0", "1", &[], &opts).unwrap();
     std::fs::write(a.join("pool").join(&extra.file_name), &extra.bytes).unwrap();
     let r = write_repository(&a, &options(Some(&key))).unwrap();
@@ -527,7 +585,11 @@ fn timing_against_apt_ftparchive() {
     let packages = run(Command::new("apt-ftparchive")
         .args(["packages", "pool"])
         .current_dir(&dir));
-    std::fs::write(peer.join("dists/stable/main/binary-amd64/Packages"), packages).unwrap();
+    std::fs::write(
+        peer.join("dists/stable/main/binary-amd64/Packages"),
+        packages,
+    )
+    .unwrap();
     run(Command::new("sh").arg("-c").arg(format!(
         "cd {0} && xz -k dists/stable/main/binary-amd64/Packages && gzip -9nk dists/stable/main/binary-amd64/Packages && apt-ftparchive release dists/stable > Release.tmp",
         peer.display()

@@ -52,7 +52,11 @@ fn lint(deb: &Path) {
         .output()
         .expect("run lintian");
     let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!("lintian {}:\n{text}{}", deb.display(), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "lintian {}:\n{text}{}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E:")).collect();
     assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
     assert!(
@@ -133,11 +137,17 @@ fn module_package_reads_back_through_dpkg_and_passes_lintian() {
     for f in &files {
         let d = run(Command::new("modinfo").args(["-F", "description"]).arg(f));
         let d = d.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(!d.is_empty() && flat.contains(&d), "{d:?} not in {description:?}");
+        assert!(
+            !d.is_empty() && flat.contains(&d),
+            "{d:?} not in {description:?}"
+        );
     }
     let info = run(Command::new("dpkg-deb").arg("--info").arg(&deb));
     for script in ["postinst", "postrm", "md5sums", "control"] {
-        assert!(info.contains(script), "dpkg-deb --info lists no {script}:\n{info}");
+        assert!(
+            info.contains(script),
+            "dpkg-deb --info lists no {script}:\n{info}"
+        );
     }
 
     // Contents: root/root, the times, modes; every parent directory, sorted.
@@ -170,16 +180,26 @@ fn module_package_reads_back_through_dpkg_and_passes_lintian() {
             Some((p, _)) => format!("{p}/"),
             None => continue,
         };
-        assert!(entries.contains_key(&parent), "{name} without its directory {parent}");
+        assert!(
+            entries.contains_key(&parent),
+            "{name} without its directory {parent}"
+        );
     }
     for f in &files {
         let want = format!(
             "./lib/modules/{KERNEL}/updates/dkms/{}",
             f.file_name().unwrap().to_string_lossy()
         );
-        assert_eq!(entries.get(&want).map(String::as_str), Some("-rw-r--r--"), "{want}");
+        assert_eq!(
+            entries.get(&want).map(String::as_str),
+            Some("-rw-r--r--"),
+            "{want}"
+        );
     }
-    assert!(entries.iter().filter(|(n, _)| n.ends_with('/')).all(|(_, m)| m == "drwxr-xr-x"));
+    assert!(entries
+        .iter()
+        .filter(|(n, _)| n.ends_with('/'))
+        .all(|(_, m)| m == "drwxr-xr-x"));
     let copyright = format!("./usr/share/doc/{package}/copyright");
     assert!(entries.contains_key(&copyright), "{listing}");
 
@@ -203,10 +223,16 @@ fn module_package_reads_back_through_dpkg_and_passes_lintian() {
         .current_dir(&root));
     let regular = entries.keys().filter(|n| !n.ends_with('/')).count();
     assert_eq!(md5sums.lines().count(), regular, "{md5sums}");
-    assert_eq!(checked.lines().filter(|l| l.ends_with(": OK")).count(), regular);
+    assert_eq!(
+        checked.lines().filter(|l| l.ends_with(": OK")).count(),
+        regular
+    );
     for s in ["postinst", "postrm"] {
         let body = std::fs::read_to_string(control.join(s)).unwrap();
-        assert!(body.contains(&format!("depmod -a {KERNEL}")), "{s}:\n{body}");
+        assert!(
+            body.contains(&format!("depmod -a {KERNEL}")),
+            "{s}:\n{body}"
+        );
         run(Command::new("sh").arg("-n").arg(control.join(s)));
     }
 
@@ -219,7 +245,10 @@ fn module_package_reads_back_through_dpkg_and_passes_lintian() {
     lint(&deb);
 
     // Same inputs, same bytes.
-    assert!(module_package(&set, &opts).unwrap().bytes == pkg.bytes, "two builds differ");
+    assert!(
+        module_package(&set, &opts).unwrap().bytes == pkg.bytes,
+        "two builds differ"
+    );
 
     // The metapackage: Depends on exactly the set, versioned.
     let members = vec![(pkg.package.clone(), pkg.version.clone())];

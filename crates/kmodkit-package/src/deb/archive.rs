@@ -86,13 +86,7 @@ pub(crate) fn tar(entries: &[TarEntry], mtime: u64) -> Vec<u8> {
             // entry named ././@LongLink, mode 0, the real header after.
             let mut long = name.to_vec();
             long.push(0);
-            out.extend_from_slice(&header(
-                b"././@LongLink",
-                0,
-                long.len() as u64,
-                0,
-                b'L',
-            ));
+            out.extend_from_slice(&header(b"././@LongLink", 0, long.len() as u64, 0, b'L'));
             out.extend_from_slice(&long);
             pad(&mut out);
         }

@@ -502,7 +502,11 @@ pub fn module_package(set: &ModuleSet, opts: &DebOptions) -> Result<DebFile, Deb
         .files
         .iter()
         .map(|f| match &f.description {
-            Some(d) => format!("  {}: {}", f.module, d.split_whitespace().collect::<Vec<_>>().join(" ")),
+            Some(d) => format!(
+                "  {}: {}",
+                f.module,
+                d.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
             None => format!("  {}", f.module),
         })
         .collect();
@@ -576,10 +580,7 @@ pub fn kernel_only_package(
         fields.push_str(&format!("Depends: {}\n", depends.join(", ")));
     }
     fields.push_str("Section: metapackages\nPriority: optional\n");
-    let listed: Vec<String> = members
-        .iter()
-        .map(|(p, v)| format!("  {p} {v}"))
-        .collect();
+    let listed: Vec<String> = members.iter().map(|(p, v)| format!("  {p} {v}")).collect();
     let description = format!(
         "Description: {name} kernel modules only (metapackage)\n{}",
         description_lines(&[
