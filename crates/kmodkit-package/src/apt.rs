@@ -23,7 +23,9 @@
 //! and `all` is not named in `Architectures:`, as reprepro and
 //! apt-ftparchive's generate mode do (apt then needs no `binary-all`); a
 //! repository of only `all` packages gets `Architectures: all` and a
-//! `binary-all/Packages`.
+//! `binary-all/Packages`. An index directory of an architecture no
+//! package has any more is left in place, unlisted (apt reads only what
+//! the Release names).
 //!
 //! Every file is replaced atomically ([`kmodkit_commit::replace_file`]):
 //! the indices first, then `Release`, `Release.gpg` and `InRelease` last,
@@ -296,6 +298,68 @@ fn time_ns(secs: i64, nsec: i64) -> i128 {
     i128::from(secs) * 1_000_000_000 + i128::from(nsec)
 }
 
+/// Reads one package: its control file and checksums, hashing MD5 and
+/// SHA-256 in one pass over the bytes.
+fn read_package(path: &Path, mtime_ns: i128, ctime_ns: i128) -> Result<CacheEntry, AptError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let (mut md5, mut sha256) = (Md5::new(), Sha256::new());
+    for chunk in bytes.chunks(1 << 16) {
+        md5.update(chunk);
+        sha256.update(chunk);
+    }
+    Ok(CacheEntry {
+        size: bytes.len() as u64,
+        mtime_ns,
+        ctime_ns,
+        control: read_control(path, &bytes)?,
+        md5: hex(&md5.finalize()),
+        sha256: hex(&sha256.finalize()),
+    })
+}
+
+/// The packages `todo` indexes in `found`, read on up to 8 threads (a
+/// pool of large driver packages is bound by hashing); results in the
+/// order of `todo`.
+fn read_packages(
+    dir: &Path,
+    found: &[(String, Option<CacheEntry>, i128, i128)],
+    todo: &[usize],
+) -> Vec<Result<CacheEntry, AptError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(todo.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut slots: Vec<Option<Result<CacheEntry, AptError>>> =
+        (0..todo.len()).map(|_| None).collect();
+    let results = std::sync::Mutex::new(&mut slots);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&i) = todo.get(k) else { break };
+                let (rel, _, mtime_ns, ctime_ns) = &found[i];
+                let r = read_package(&dir.join(rel), *mtime_ns, *ctime_ns);
+                if let Ok(mut slots) = results.lock() {
+                    slots[k] = Some(r);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .zip(todo)
+        .map(|(r, &i)| {
+            r.unwrap_or_else(|| {
+                Err(AptError::Io {
+                    path: dir.join(&found[i].0),
+                    cause: std::io::Error::other("a reader thread stopped"),
+                })
+            })
+        })
+        .collect()
+}
+
 /// Writes `dists/SUITE/…` for every `.deb` under `dir` (see the module
 /// documentation), reading only the packages the cache does not know.
 pub fn write_repository(dir: &Path, opts: &AptOptions<'_>) -> Result<AptReport, AptError> {
@@ -311,8 +375,8 @@ pub fn write_repository(dir: &Path, opts: &AptOptions<'_>) -> Result<AptReport, 
         format: CACHE_FORMAT,
         packages: BTreeMap::new(),
     };
-    let (mut read, mut reused) = (0, 0);
-    let mut stanzas = Vec::new();
+    // (path relative to DIR, what the cache knows or None: read it).
+    let mut found: Vec<(String, Option<CacheEntry>, i128, i128)> = Vec::new();
     for rel in find_debs(dir)? {
         let path = dir.join(&rel);
         let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
@@ -321,25 +385,23 @@ pub fn write_repository(dir: &Path, opts: &AptOptions<'_>) -> Result<AptReport, 
             time_ns(meta.mtime(), meta.mtime_nsec()),
             time_ns(meta.ctime(), meta.ctime_nsec()),
         );
-        let entry = match old.packages.get(&rel) {
-            Some(e) if e.size == size && e.mtime_ns == mtime_ns && e.ctime_ns == ctime_ns => {
-                reused += 1;
-                e.clone()
-            }
-            _ => {
-                read += 1;
-                let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-                CacheEntry {
-                    size: bytes.len() as u64,
-                    mtime_ns,
-                    ctime_ns,
-                    control: read_control(&path, &bytes)?,
-                    md5: hex(&Md5::digest(&bytes)),
-                    sha256: hex(&Sha256::digest(&bytes)),
-                }
-            }
-        };
-        stanzas.push(stanza(&path, &rel, &entry)?);
+        let known = old
+            .packages
+            .get(&rel)
+            .filter(|e| e.size == size && e.mtime_ns == mtime_ns && e.ctime_ns == ctime_ns)
+            .cloned();
+        found.push((rel, known, mtime_ns, ctime_ns));
+    }
+    let todo: Vec<usize> = (0..found.len()).filter(|&i| found[i].1.is_none()).collect();
+    let read = todo.len();
+    let reused = found.len() - read;
+    for (i, entry) in todo.iter().zip(read_packages(dir, &found, &todo)) {
+        found[*i].1 = Some(entry?);
+    }
+    let mut stanzas = Vec::new();
+    for (rel, entry, _, _) in found {
+        let Some(entry) = entry else { continue };
+        stanzas.push(stanza(&dir.join(&rel), &rel, &entry)?);
         cache.packages.insert(rel, entry);
     }
     stanzas.sort_by(|a, b| (&a.package, &a.filename).cmp(&(&b.package, &b.filename)));

@@ -416,7 +416,9 @@ fn apt_installs_from_the_signed_repository_and_the_kernel_loads_the_modules() {
         }
         installed.push(at);
     }
-    // Load order: a module after what it depends on (modules.dep).
+    // Load order: a module after what it depends on. The root has only
+    // this set, so a modules.dep line names only the set's modules: fewer
+    // names, earlier.
     installed.sort_by_key(|p| {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         dep.lines()
@@ -425,6 +427,24 @@ fn apt_installs_from_the_signed_repository_and_the_kernel_loads_the_modules() {
             .unwrap_or(0)
     });
     kernel_loads(&installed);
+
+    // Removal: the postrm's depmod drops them from the index.
+    let rm = apt_get(
+        &root,
+        &[
+            "remove",
+            "-y",
+            "jool-kernel-only",
+            &format!("jool-modules-{KERNEL}"),
+        ],
+    );
+    assert!(rm.status.success(), "apt-get remove:\n{}", text(&rm));
+    assert!(!moddir.join("updates/dkms").exists());
+    let dep = std::fs::read_to_string(moddir.join("modules.dep")).unwrap();
+    assert!(
+        !dep.contains("updates/dkms"),
+        "modules.dep after removal:\n{dep}"
+    );
 }
 
 fn tamper(path: &Path, from: &str, to: &str) {
