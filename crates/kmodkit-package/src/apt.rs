@@ -76,6 +76,7 @@ pub struct AptReport {
     pub architectures: Vec<String>,
     /// `dists/SUITE/Release`.
     pub release: PathBuf,
+    /// `InRelease` and `Release.gpg` were written.
     pub signed: bool,
 }
 

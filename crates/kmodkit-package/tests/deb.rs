@@ -143,6 +143,7 @@ fn module_package_reads_back_through_dpkg_and_passes_lintian() {
         );
     }
     let info = run(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    eprintln!("dpkg-deb --info:\n{info}");
     for script in ["postinst", "postrm", "md5sums", "control"] {
         assert!(
             info.contains(script),

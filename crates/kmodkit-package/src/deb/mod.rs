@@ -381,10 +381,16 @@ fn assemble(
             }
         }
     }
-    let control = format!(
-        "{control_fields}Installed-Size: {}\n{description}",
-        payload.installed_size(&entries)
-    );
+    // Installed-Size after Maintainer, where dpkg-gencontrol puts it.
+    let size_line = format!("Installed-Size: {}\n", payload.installed_size(&entries));
+    let mut control = String::new();
+    for line in control_fields.split_inclusive('\n') {
+        control.push_str(line);
+        if line.starts_with("Maintainer:") {
+            control.push_str(&size_line);
+        }
+    }
+    control.push_str(description);
     let mut control_entries = vec![
         TarEntry {
             path: "./".into(),
