@@ -330,6 +330,36 @@ fn apt_installs_the_deb_from_a_signed_repository() {
             "{hook} not a conffile:\n{status}"
         );
     }
+    // The installed postrm.d hook, as the kernel package calls it, finds the
+    // installed kmodkit on PATH: it drops the removed kernel's weak-updates
+    // links, and succeeds when the kernel's module directory is gone.
+    let target = tmp.path().join("target");
+    let kver = "6.1.0-99-amd64";
+    let weak = target.join("lib/modules").join(kver).join("weak-updates");
+    std::fs::create_dir_all(&weak).unwrap();
+    std::os::unix::fs::symlink("../../6.1.0-53-amd64/extra/x.ko", weak.join("x.ko")).unwrap();
+    let path = format!(
+        "{}:{}",
+        root.join("usr/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let postrm = root.join(DEB_HOOKS[1]);
+    let image = format!("/boot/vmlinuz-{kver}");
+    run(Command::new(&postrm)
+        .env("PATH", &path)
+        .env("KMODKIT_ROOT", &target)
+        .args([kver, &image]));
+    assert!(
+        std::fs::symlink_metadata(weak.join("x.ko")).is_err(),
+        "{} left {}",
+        postrm.display(),
+        weak.join("x.ko").display()
+    );
+    std::fs::remove_dir_all(target.join("lib")).unwrap();
+    run(Command::new(&postrm)
+        .env("PATH", &path)
+        .env("KMODKIT_ROOT", &target)
+        .args([kver, &image]));
     // Every file's md5sum matches what the package recorded.
     run(Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
