@@ -23,7 +23,11 @@ fn repomd_records(dir: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     let text = std::fs::read_to_string(dir.join("repodata/repomd.xml")).unwrap();
     let doc = roxmltree::Document::parse(&text).unwrap();
     let mut out = BTreeMap::new();
-    for data in doc.root_element().children().filter(|n| n.has_tag_name("data")) {
+    for data in doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("data"))
+    {
         let mut fields = BTreeMap::new();
         for c in data.children().filter(|n| n.is_element()) {
             let name = c.tag_name().name().to_string();
@@ -77,7 +81,11 @@ fn flatten(node: roxmltree::Node, path: &str, out: &mut Vec<String>) {
 fn packages(doc: &str) -> BTreeMap<String, Vec<String>> {
     let doc = roxmltree::Document::parse(doc).unwrap();
     let mut out = BTreeMap::new();
-    for p in doc.root_element().children().filter(|n| n.has_tag_name("package")) {
+    for p in doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("package"))
+    {
         let id = p.attribute("pkgid").map(str::to_string).unwrap_or_else(|| {
             p.children()
                 .find(|c| c.has_tag_name("checksum"))
@@ -148,14 +156,20 @@ fn metadata_matches_createrepo_c_entry_by_entry() {
         }
         // The file names sort like (name, EVR, arch), so createrepo_c's
         // order is kmodkit's and the documents are the same bytes.
-        assert!(a == b, "{kind}: documents differ in formatting\n--- kmodkit\n{a}\n--- createrepo_c\n{b}");
+        assert!(
+            a == b,
+            "{kind}: documents differ in formatting\n--- kmodkit\n{a}\n--- createrepo_c\n{b}"
+        );
     }
     // The pre="1" of the %pre's /bin/sh, the libc filter, the
     // self-satisfied requires: present in the oracle's output, so compared.
     let primary = document(&theirs, "primary");
     assert!(primary.contains("<rpm:entry name=\"/bin/sh\" pre=\"1\"/>"));
     assert!(primary.contains("flags=\"GE\" epoch=\"2\" ver=\"2.34\" rel=\"1\""));
-    assert!(primary.contains("<file type=\"dir\">") || document(&theirs, "filelists").contains("<file type=\"dir\">"));
+    assert!(
+        primary.contains("<file type=\"dir\">")
+            || document(&theirs, "filelists").contains("<file type=\"dir\">")
+    );
 
     // repomd.xml: what legitimately differs is the revision and timestamps
     // (createrepo_c uses the current time), the compressed files' checksums,
@@ -191,7 +205,10 @@ fn metadata_matches_createrepo_c_entry_by_entry() {
         .arg(&sig)
         .arg(&report.repomd));
     let armored = std::fs::read_to_string(&sig).unwrap();
-    assert!(armored.starts_with("-----BEGIN PGP SIGNATURE-----"), "{armored}");
+    assert!(
+        armored.starts_with("-----BEGIN PGP SIGNATURE-----"),
+        "{armored}"
+    );
 }
 
 #[test]
@@ -230,7 +247,12 @@ fn incremental_runs_read_only_new_packages_and_runs_are_reproducible() {
         "file names"
     );
     assert!(fa == fb, "incremental and full runs differ");
-    assert_eq!(fa.len(), 5, "3 documents, repomd.xml, .asc: {:?}", fa.keys());
+    assert_eq!(
+        fa.len(),
+        5,
+        "3 documents, repomd.xml, .asc: {:?}",
+        fa.keys()
+    );
 
     // A package rewritten in place (same name) is read again.
     put(&a, "synthetic-001.rpm", &synthetic(901, Some(&key)));
@@ -238,7 +260,14 @@ fn incremental_runs_read_only_new_packages_and_runs_are_reproducible() {
     assert_eq!((fourth.read, fourth.reused), (1, 6));
 
     // Unsigned now: the stale signature goes.
-    let unsigned = write_repository(&a, &YumOptions { time: TIME, key: None }).unwrap();
+    let unsigned = write_repository(
+        &a,
+        &YumOptions {
+            time: TIME,
+            key: None,
+        },
+    )
+    .unwrap();
     assert!(unsigned.signature.is_none());
     assert!(!a.join("repodata/repomd.xml.asc").exists());
 

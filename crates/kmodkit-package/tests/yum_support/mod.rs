@@ -51,7 +51,8 @@ pub fn jool_packages(key: Option<&RepoKey>) -> (ModuleSet, Vec<RpmFile>) {
         url: Some("https://example.invalid/jool".into()),
     };
     let kmod = kmod_package(&set, &kernel_abi(KERNEL), &opts).unwrap();
-    let meta = kernel_only_package("jool", "4.1.9", "1", std::slice::from_ref(&kmod), &opts).unwrap();
+    let meta =
+        kernel_only_package("jool", "4.1.9", "1", std::slice::from_ref(&kmod), &opts).unwrap();
     (set, vec![kmod, meta])
 }
 
@@ -67,7 +68,13 @@ fn config() -> rpm::BuildConfig {
 /// requiring `/bin/sh`, changelogs with equal times.
 pub fn synthetic(index: usize, key: Option<&RepoKey>) -> Vec<u8> {
     let name = format!("synthetic-{index:03}");
-    let mut b = rpm::PackageBuilder::new(&name, &format!("1.{index}"), "MIT", "x86_64", "A synthetic package <&> \"quoted\"");
+    let mut b = rpm::PackageBuilder::new(
+        &name,
+        &format!("1.{index}"),
+        "MIT",
+        "x86_64",
+        "A synthetic package <&> \"quoted\"",
+    );
     b.using_config(config());
     b.release(format!("{}.el9", index % 3 + 1));
     if index % 2 == 1 {
@@ -106,16 +113,31 @@ pub fn synthetic(index: usize, key: Option<&RepoKey>) -> Vec<u8> {
     b.supplements(D::any("supplemented"));
     b.pre_install_script(rpm::Scriptlet::new("echo pre").prog(vec!["/bin/sh"]));
     b.post_uninstall_script(rpm::Scriptlet::new("echo postun").prog(vec!["/bin/sh"]));
-    b.add_changelog_entry("A Packager <a@example.invalid> - 1.0-1", "- first", 1_690_000_000u32);
-    b.add_changelog_entry("A Packager <a@example.invalid> - 1.0-2", "- second", 1_690_000_000u32);
-    b.add_changelog_entry("B Packager <b@example.invalid> - 1.0-3  ", "- third\n- with <markup> & more", 1_695_000_000u32);
+    b.add_changelog_entry(
+        "A Packager <a@example.invalid> - 1.0-1",
+        "- first",
+        1_690_000_000u32,
+    );
+    b.add_changelog_entry(
+        "A Packager <a@example.invalid> - 1.0-2",
+        "- second",
+        1_690_000_000u32,
+    );
+    b.add_changelog_entry(
+        "B Packager <b@example.invalid> - 1.0-3  ",
+        "- third\n- with <markup> & more",
+        1_695_000_000u32,
+    );
     let file = |path: String| rpm::FileOptions::new(path).permissions(0o644);
     b.with_dir_entry(rpm::FileOptions::dir(format!("/usr/share/{name}")).permissions(0o755))
         .unwrap();
     b.with_dir_entry(rpm::FileOptions::dir(format!("/usr/share/{name}/sub")).permissions(0o755))
         .unwrap();
-    b.with_file_contents(format!("data {index}\n"), file(format!("/usr/share/{name}/sub/data")))
-        .unwrap();
+    b.with_file_contents(
+        format!("data {index}\n"),
+        file(format!("/usr/share/{name}/sub/data")),
+    )
+    .unwrap();
     b.with_file_contents(
         format!("#!/bin/sh\necho {index}\n"),
         rpm::FileOptions::new(format!("/usr/bin/{name}")).permissions(0o755),
@@ -123,7 +145,8 @@ pub fn synthetic(index: usize, key: Option<&RepoKey>) -> Vec<u8> {
     .unwrap();
     b.with_file_contents("x=1\n", file(format!("/etc/{name}.conf")).config())
         .unwrap();
-    b.with_file_contents("", file(format!("/opt/{name}/sbin/tool"))).unwrap();
+    b.with_file_contents("", file(format!("/opt/{name}/sbin/tool")))
+        .unwrap();
     b.with_ghost(rpm::FileOptions::ghost(format!("/var/log/{name}.log")))
         .unwrap();
     let pkg = match key {
