@@ -433,13 +433,11 @@ fn read_changelogs(h: &rpm::Header<IndexTag>) -> Result<Vec<Changelog>, ReadErro
             },
         );
         if last_time == Some(time) {
-            let mut t = time;
-            for prev in list.iter_mut().skip(1) {
+            for (t, prev) in (time..).zip(list.iter_mut().skip(1)) {
                 if prev.date != t {
                     break;
                 }
                 prev.date += 1;
-                t += 1;
             }
         } else {
             last_time = Some(time);

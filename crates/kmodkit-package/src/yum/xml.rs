@@ -201,17 +201,17 @@ pub(crate) fn documents(packages: &[Package]) -> Documents {
     let mut primary = String::with_capacity(n * 4096 + 256);
     let mut filelists = String::with_capacity(n * 1024 + 256);
     let mut other = String::with_capacity(n * 512 + 256);
-    let _ = write!(
+    let _ = writeln!(
         primary,
-        "{XML_HEADER}<metadata xmlns=\"{NS_COMMON}\" xmlns:rpm=\"{NS_RPM}\" packages=\"{n}\">\n"
+        "{XML_HEADER}<metadata xmlns=\"{NS_COMMON}\" xmlns:rpm=\"{NS_RPM}\" packages=\"{n}\">"
     );
-    let _ = write!(
+    let _ = writeln!(
         filelists,
-        "{XML_HEADER}<filelists xmlns=\"{NS_FILELISTS}\" packages=\"{n}\">\n"
+        "{XML_HEADER}<filelists xmlns=\"{NS_FILELISTS}\" packages=\"{n}\">"
     );
-    let _ = write!(
+    let _ = writeln!(
         other,
-        "{XML_HEADER}<otherdata xmlns=\"{NS_OTHER}\" packages=\"{n}\">\n"
+        "{XML_HEADER}<otherdata xmlns=\"{NS_OTHER}\" packages=\"{n}\">"
     );
     for p in packages {
         primary_package(&mut primary, p);
@@ -265,9 +265,9 @@ pub(crate) struct Record {
 
 pub(crate) fn repomd(revision: u64, timestamp: u64, records: &[Record]) -> String {
     let mut out = String::with_capacity(2048);
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "{XML_HEADER}<repomd xmlns=\"{NS_REPO}\" xmlns:rpm=\"{NS_RPM}\">\n"
+        "{XML_HEADER}<repomd xmlns=\"{NS_REPO}\" xmlns:rpm=\"{NS_RPM}\">"
     );
     leaf(&mut out, 1, "revision", &[], &revision.to_string());
     for r in records {
