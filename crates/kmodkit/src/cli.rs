@@ -58,7 +58,11 @@ CRCs, undefined symbols, struct module size and the signature.",
     WeakModules(crate::weak_modules::WeakModulesArgs),
     /// Rebuild vendor driver sources (DKMS trees, Kbuild directories) for new kernels, only where the ABI broke
     Rebuild(crate::rebuild::RebuildArgs),
-    /// Create the key pair `rebuild` signs modules with
+    /// Package rebuilt modules as kernel-only RPM and Debian packages, with their ABI dependencies
+    Package(crate::package::PackageArgs),
+    /// Write signed yum/dnf and apt metadata for the packages in a directory
+    Repo(crate::package::RepoArgs),
+    /// Create the key pair `rebuild` signs modules with (and the OpenPGP key for packages)
     #[command(subcommand)]
     SigningKey(crate::signing::SigningKeyCommand),
     /// Read, list, extract, create, repack and compare initramfs images

@@ -19,6 +19,7 @@ mod host;
 mod initrd;
 mod man;
 mod modinfo;
+mod package;
 mod profile;
 mod progress;
 mod read_flags;
@@ -166,6 +167,8 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         Command::WeakModules(args) => weak_modules::run(&args).map(status),
         Command::Rebuild(args) => rebuild::run(&args).map(status),
         Command::SigningKey(cmd) => signing::run(&cmd).map(status),
+        Command::Package(args) => package::run(&args).map(status),
+        Command::Repo(args) => package::run_repo(&args).map(status),
         // 0 fine, 1 action needed / a step failed; errors: 2 for usage and
         // input (UsageError), 1 otherwise, as main maps them.
         Command::Status(args) => status::run(&args),

@@ -98,6 +98,20 @@ pub struct RebuildArgs {
     /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Package what was built (kmod-NAME / NAME-modules-KVER and
+    /// NAME-kernel-only per target kernel) into the repository --repo DIR
+    /// and regenerate its signed metadata (`kmodkit package`, `kmodkit repo`)
+    #[arg(long, requires = "repo")]
+    pub package: bool,
+    /// The repository directory for --package
+    #[arg(long, value_name = "DIR", requires = "package")]
+    pub repo: Option<PathBuf>,
+    /// Name of the NAME-kernel-only set (default: the package's name when
+    /// one package was rebuilt)
+    #[arg(long, value_name = "NAME", requires = "package")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub packaging: crate::package::PackagingArgs,
 }
 
 struct Lines {
@@ -156,7 +170,7 @@ fn read_password(args: &RebuildArgs) -> Result<Option<Vec<u8>>> {
     Ok(std::env::var_os("KBUILD_SIGN_PIN").map(|v| v.into_encoded_bytes()))
 }
 
-fn absolute(p: &Path) -> PathBuf {
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -299,8 +313,33 @@ pub fn run(args: &RebuildArgs) -> Result<bool> {
             }
         }
     }
+    let packaged = match (&args.repo, args.dry_run) {
+        (Some(repo), false) if ok => Some(package_report(args, root, repo, &report)?),
+        _ => None,
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
+        if let Some((written, idx, nodes)) = &packaged {
+            #[derive(serde::Serialize)]
+            struct J<'a> {
+                #[serde(flatten)]
+                rebuild: &'a run::Report,
+                packages: &'a [crate::package::Written],
+                repository: &'a crate::package::Indexed,
+                nodes: &'a [String],
+            }
+            serde_json::to_writer_pretty(
+                &mut out,
+                &J {
+                    rebuild: &report,
+                    packages: written,
+                    repository: idx,
+                    nodes,
+                },
+            )?;
+            writeln!(out)?;
+            return Ok(ok);
+        }
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
@@ -314,6 +353,102 @@ pub fn run(args: &RebuildArgs) -> Result<bool> {
                 }
             }
         }
+        if let Some((written, idx, nodes)) = &packaged {
+            for w in written {
+                writeln!(out, "packaged {} {} ({:?})", w.package, w.version, w.format)?;
+            }
+            writeln!(
+                out,
+                "repository {}: {} rpm, {} deb, {}",
+                idx.dir.display(),
+                idx.rpm_packages,
+                idx.deb_packages,
+                if idx.signed { "signed" } else { "UNSIGNED (no --gpg-key)" }
+            )?;
+            writeln!(out, "On the nodes:")?;
+            for n in nodes {
+                writeln!(out, "  {n}")?;
+            }
+        }
     }
     Ok(ok)
+}
+
+/// `--package --repo DIR`: per target kernel, the builds this run
+/// installed (built, from cache, or already up to date) as one set each;
+/// modules linked through weak-updates are served by the package of the
+/// kernel they were built for.
+fn package_report(
+    args: &RebuildArgs,
+    root: &Path,
+    repo: &Path,
+    report: &run::Report,
+) -> Result<(
+    Vec<crate::package::Written>,
+    crate::package::Indexed,
+    Vec<String>,
+)> {
+    let repo = absolute(repo);
+    let key = crate::package::load_key(&args.packaging, root)?;
+    let mut kernels: Vec<&str> = report.outcomes.iter().map(|o| o.kernel.as_str()).collect();
+    kernels.sort();
+    kernels.dedup();
+    let mut written = Vec::new();
+    let mut names = Vec::new();
+    for kernel in kernels {
+        let wanted: Vec<String> = report
+            .outcomes
+            .iter()
+            .filter(|o| {
+                o.kernel == kernel
+                    && matches!(o.action, Action::Built | Action::Cached | Action::UpToDate)
+            })
+            .map(|o| format!("{}/{}", o.package, o.version))
+            .collect();
+        for o in report.outcomes.iter().filter(|o| o.kernel == kernel && o.action == Action::Compatible) {
+            diag!(
+                "rebuild: {} {} for {kernel} is the build of another kernel (weak-updates): its package for that kernel serves it",
+                o.package, o.version
+            );
+        }
+        if wanted.is_empty() {
+            continue;
+        }
+        let sets = crate::package::sets_from_records(root, kernel, &wanted, &args.packaging.release)?;
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None if sets.len() == 1 => sets[0].name.clone(),
+            None => {
+                return Err(UsageError(format!(
+                    "{} packages rebuilt for {kernel}: name their NAME-kernel-only set with --name",
+                    sets.len()
+                ))
+                .into())
+            }
+        };
+        let abi = if args.packaging.formats.contains(&crate::package::Format::Rpm) {
+            kmodkit_package::KernelAbi::load(root, kernel, None)?
+        } else {
+            kmodkit_package::KernelAbi::default()
+        };
+        written.extend(crate::package::package_sets(
+            &sets,
+            &abi,
+            &name,
+            &repo,
+            &args.packaging,
+            key.as_ref(),
+        )?);
+        names.push(format!("{name}-kernel-only"));
+    }
+    names.sort();
+    names.dedup();
+    let idx = crate::package::index(&repo, &args.packaging, key.as_ref(), "stable", "main")?;
+    let url = args
+        .packaging
+        .url
+        .clone()
+        .unwrap_or_else(|| crate::package::file_url(&repo));
+    let nodes = crate::package::node_commands(&idx, &url, &names.join(" "));
+    Ok((written, idx, nodes))
 }

@@ -24,6 +24,68 @@ fn test_packages() -> PathBuf {
     repo().join("crates/kmodkit-rebuild/tests/data/dkms")
 }
 
+/// `rebuild --package --repo`: per kernel, a kmod RPM and a Debian module
+/// package of each package rebuilt for it (and only those), one
+/// site-drivers-kernel-only per kernel and format, all RPMs signed as
+/// `rpm -K` checks with the root's public key, the repository signed, and
+/// the node commands printed.
+fn check_packaged(
+    run: &Run,
+    root: &Path,
+    repo: &Path,
+    rebuilt: &BTreeMap<String, BTreeSet<String>>,
+) {
+    let j = &run.doc;
+    let mut got: BTreeSet<(String, String)> = BTreeSet::new();
+    let db = repo.with_extension("rpmdb");
+    let public = root.join("var/lib/kmodkit/repo-key.pub.asc");
+    let import = Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&db)
+        .arg("--import")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(import.status.success(), "{import:?}");
+    for p in j["packages"].as_array().expect("no packages in the JSON") {
+        let file = PathBuf::from(p["file"].as_str().unwrap());
+        assert!(file.starts_with(repo) && file.is_file(), "{p}");
+        got.insert((
+            p["format"].as_str().unwrap().to_string(),
+            p["package"].as_str().unwrap().to_string(),
+        ));
+        if p["format"] == "rpm" {
+            let k = Command::new("rpm")
+                .arg("--dbpath")
+                .arg(&db)
+                .arg("-K")
+                .arg(&file)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&k.stdout);
+            assert!(k.status.success() && text.contains("signatures OK"), "{text}");
+        }
+    }
+    let mut want = BTreeSet::new();
+    for (k, packages) in rebuilt {
+        for p in packages {
+            want.insert(("rpm".to_string(), format!("kmod-{p}")));
+            want.insert(("deb".to_string(), format!("{p}-modules-{k}")));
+        }
+    }
+    want.insert(("rpm".to_string(), "site-drivers-kernel-only".to_string()));
+    want.insert(("deb".to_string(), "site-drivers-kernel-only".to_string()));
+    assert_eq!(got, want, "packaged vs rebuilt");
+    assert_eq!(j["repository"]["signed"], true, "{}", j["repository"]);
+    assert!(repo.join("repodata/repomd.xml.asc").is_file());
+    assert!(repo.join("dists/stable/InRelease").is_file());
+    let nodes = j["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert!(nodes
+        .iter()
+        .all(|n| n.as_str().unwrap().contains("site-drivers-kernel-only")));
+}
+
 /// A system root for rebuilding: each kernel's tree (`kernel/` linked to
 /// the fixture tree, the metadata depmod reads copied, `build` → its
 /// unpacked Kbuild environment), Debian's os-release, and the sources
@@ -490,8 +552,19 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
 
     // 3. The newest 6.1 ABI and 6.12: rebuilt exactly where the ABI check
     // refuses the base build.
+    // With --package: the manual's whole procedure in one command, the
+    // packages signed with the root's OpenPGP key (checked below).
+    let out = kmodkit()
+        .args(["signing-key", "create", "--openpgp", "--algorithm", "ed25519", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pkg_repo = dir.path().join("repo");
+    let pkg_repo_s = pkg_repo.display().to_string();
     let mut args = vec!["--kernel", &newest_61, "--kernel", &k612];
     args.extend(common_args);
+    args.extend(["--package", "--repo", &pkg_repo_s, "--name", "site-drivers"]);
     let run = rebuild(&root, &args);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let third = outcomes(&run);
@@ -523,6 +596,7 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
         rebuilt.get(&k612).is_some_and(|s| s.len() == sources.len()),
         "6.12 refuses every 6.1 build: {rebuilt:?}"
     );
+    check_packaged(&run, &root, &pkg_repo, &rebuilt);
 
     // 4. The kernels agree: each target boots in qemu and inserts, per
     // package, the base build (accepted exactly where nothing was rebuilt)

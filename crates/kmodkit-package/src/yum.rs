@@ -1,1 +1,0 @@
-//! placeholder: written in lane yum
