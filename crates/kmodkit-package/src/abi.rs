@@ -68,6 +68,13 @@ impl KernelAbi {
     /// The exports of `release` as installed under `root` (headers'
     /// `Module.symvers`, `/boot/symvers-K.gz`, …), or the given file.
     pub fn load(root: &Path, release: &str, symvers: Option<&Path>) -> Result<KernelAbi, SetError> {
+        // A given Module.symvers is the whole answer: a build host packages
+        // for kernels whose module tree it does not have.
+        if let Some(path) = symvers {
+            let table = kmodkit_abi::symvers::SymbolTable::load(path)
+                .map_err(|e| SetError::Kernel(e.to_string()))?;
+            return Ok(KernelAbi::from_table(release, &table));
+        }
         let target = kmodkit_abi::target::Target::load(root, release, symvers)
             .map_err(|e| SetError::Kernel(e.to_string()))?;
         Ok(KernelAbi::from_table(release, &target.symbols))
