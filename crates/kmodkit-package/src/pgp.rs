@@ -196,7 +196,18 @@ impl RepoKey {
             .unwrap_or_default()
     }
 
+    /// The time a signature made "at `time`" carries: `time`, but never
+    /// before the key's creation. A signature older than its key is
+    /// refused by gpgv and apt ("public key is N days newer than the
+    /// signature") — which `SOURCE_DATE_EPOCH` of an old commit and a key
+    /// made today would otherwise give. Still reproducible: both inputs
+    /// are fixed.
+    pub fn signature_time(&self, time: u64) -> u64 {
+        time.max(u64::from(self.key.created_at().as_secs()))
+    }
+
     fn config(&self, typ: SignatureType, time: u64) -> Result<SignatureConfig, PgpError> {
+        let time = self.signature_time(time);
         let mut config = SignatureConfig::v4(typ, self.key.algorithm(), HashAlgorithm::Sha256);
         config.hashed_subpackets = vec![
             Subpacket::regular(SubpacketData::SignatureCreationTime(timestamp(time)?))

@@ -147,11 +147,20 @@ fn finish(
                 package: name.to_string(),
                 cause: e.to_string(),
             })?;
-            builder.build_and_sign(signer)
+            // The rpm crate would sign at SOURCE_DATE_EPOCH, which may be
+            // older than the key; the key's rule decides (see
+            // RepoKey::signature_time).
+            let mut pkg = builder.build().map_err(build_err(name))?;
+            let t = key.signature_time(opts.time);
+            let t = u32::try_from(t).map_err(|_| RpmError::Build {
+                package: name.to_string(),
+                cause: format!("time {t} does not fit an RPM timestamp"),
+            })?;
+            pkg.sign_with_timestamp(signer, t).map_err(build_err(name))?;
+            pkg
         }
-        None => builder.build(),
-    }
-    .map_err(build_err(name))?;
+        None => builder.build().map_err(build_err(name))?,
+    };
     let mut bytes = Vec::new();
     pkg.write(&mut bytes).map_err(build_err(name))?;
     Ok(bytes)

@@ -178,10 +178,24 @@ pub(crate) struct Written {
     pub signed: bool,
 }
 
-fn write_into(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+/// Writes a package atomically, its modification time the package's own
+/// time: repository metadata records file times (createrepo_c's
+/// `<time file>`), so the same inputs give the same metadata.
+fn write_into(dir: &Path, name: &str, bytes: &[u8], time: u64) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(name);
-    kmodkit_commit::replace_file(&path, bytes, Some(0o644))?;
+    let mut staged = kmodkit_commit::Staged::new(&path)?;
+    staged.set_mode(0o644)?;
+    staged
+        .file()
+        .write_all(bytes)
+        .and_then(|()| {
+            staged
+                .file()
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(time))
+        })
+        .with_context(|| format!("writing {}", staged.temporary_path().display()))?;
+    staged.commit(kmodkit_commit::Backup::None)?;
     Ok(path)
 }
 
@@ -235,7 +249,7 @@ pub(crate) fn package_sets(
                     let mut set = set.clone();
                     set.release = release.clone();
                     let pkg = krpm::kmod_package(&set, kernel, &opts)?;
-                    let file = write_into(&dir, &pkg.file_name, &pkg.bytes)?;
+                    let file = write_into(&dir, &pkg.file_name, &pkg.bytes, time)?;
                     out.push(Written {
                         format: Format::Rpm,
                         package: pkg.name.clone(),
@@ -247,7 +261,7 @@ pub(crate) fn package_sets(
                 }
                 let meta =
                     krpm::kernel_only_package(set_name, &version, &release, &members, &opts)?;
-                let file = write_into(&dir, &meta.file_name, &meta.bytes)?;
+                let file = write_into(&dir, &meta.file_name, &meta.bytes, time)?;
                 out.push(Written {
                     format: Format::Rpm,
                     package: meta.name.clone(),
@@ -268,7 +282,7 @@ pub(crate) fn package_sets(
                     let mut set = set.clone();
                     set.release = release.clone();
                     let pkg = kmodkit_package::deb::module_package(&set, &opts)?;
-                    let file = write_into(&dir, &pkg.file_name, &pkg.bytes)?;
+                    let file = write_into(&dir, &pkg.file_name, &pkg.bytes, time)?;
                     out.push(Written {
                         format: Format::Deb,
                         package: pkg.package.clone(),
@@ -285,7 +299,7 @@ pub(crate) fn package_sets(
                     &members,
                     &opts,
                 )?;
-                let file = write_into(&dir, &meta.file_name, &meta.bytes)?;
+                let file = write_into(&dir, &meta.file_name, &meta.bytes, time)?;
                 out.push(Written {
                     format: Format::Deb,
                     package: meta.package.clone(),
