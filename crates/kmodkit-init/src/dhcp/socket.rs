@@ -31,6 +31,12 @@ pub const SERVER_PORT: u16 = 67;
 pub const CLIENT_PORT: u16 = 68;
 const ETH_P_IP: u16 = 0x0800;
 const PACKET_OUTGOING: u8 = 4;
+// linux/if_packet.h: ask for a `tpacket_auxdata` control message per packet.
+const SOL_PACKET: i32 = 263;
+const PACKET_AUXDATA: i32 = 8;
+// The checksum is left to hardware (CHECKSUM_PARTIAL: veth, offloading
+// NICs), so the UDP checksum field holds only the pseudo-header sum.
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 
 /// What the socket needs to know about an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +152,20 @@ impl PacketSocket {
         if rc < 0 {
             return Err(error("bind(AF_PACKET) to the interface index"));
         }
+        let on: i32 = 1;
+        // SAFETY: the pointer and length describe `on`.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                SOL_PACKET,
+                PACKET_AUXDATA,
+                (&on as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(error("setsockopt(PACKET_AUXDATA)"));
+        }
         Ok(PacketSocket {
             fd,
             interface,
@@ -246,30 +266,48 @@ impl Transport for PacketSocket {
             }
             // SAFETY: plain data.
             let mut from: LinkAddress = unsafe { std::mem::zeroed() };
-            let mut from_len = std::mem::size_of::<LinkAddress>() as libc::socklen_t;
-            // SAFETY: buffer and address are live and of the given sizes.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                    (&mut from as *mut LinkAddress).cast(),
-                    &mut from_len,
-                )
+            let mut control = [0u64; 16];
+            let mut iov = libc::iovec {
+                iov_base: buffer.as_mut_ptr().cast(),
+                iov_len: buffer.len(),
             };
+            // SAFETY: plain data.
+            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+            header.msg_name = (&mut from as *mut LinkAddress).cast();
+            header.msg_namelen = std::mem::size_of::<LinkAddress>() as libc::socklen_t;
+            header.msg_iov = &mut iov;
+            header.msg_iovlen = 1;
+            header.msg_control = control.as_mut_ptr().cast();
+            header.msg_controllen = std::mem::size_of_val(&control) as _;
+            // SAFETY: every pointer in `header` refers to live buffers of the given sizes.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut header, 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(self.error("recvfrom", e));
+                return Err(self.error("recvmsg", e));
             }
             // Our own transmissions are looped back to packet sockets.
             if from.ll.sll_pkttype == PACKET_OUTGOING {
                 continue;
             }
-            if let Some(payload) = udp_payload_to(&buffer[..n as usize], CLIENT_PORT) {
+            let mut checksum_ready = true;
+            // SAFETY: the CMSG macros walk the control buffer the kernel filled,
+            // bounded by msg_controllen; the data is read unaligned.
+            unsafe {
+                let mut cmsg = libc::CMSG_FIRSTHDR(&header);
+                while !cmsg.is_null() {
+                    if (*cmsg).cmsg_level == SOL_PACKET && (*cmsg).cmsg_type == PACKET_AUXDATA {
+                        let status = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>());
+                        checksum_ready = status & TP_STATUS_CSUMNOTREADY == 0;
+                    }
+                    cmsg = libc::CMSG_NXTHDR(&header, cmsg);
+                }
+            }
+            if let Some(payload) =
+                udp_payload_to(&buffer[..n as usize], CLIENT_PORT, checksum_ready)
+            {
                 return Ok(Some(payload.to_vec()));
             }
             if std::time::Instant::now() >= deadline {
@@ -340,9 +378,10 @@ pub fn udp_ipv4_packet(
 }
 
 /// The UDP payload of an IPv4 packet to `port`, if it is one: header
-/// checksum, lengths and (when not 0) the UDP checksum verified; fragments
-/// refused.
-pub fn udp_payload_to(packet: &[u8], port: u16) -> Option<&[u8]> {
+/// checksum and lengths verified, the UDP checksum too when not 0 and
+/// `udp_checksum_ready` (false when the kernel reports the sum left to
+/// hardware); fragments refused.
+pub fn udp_payload_to(packet: &[u8], port: u16, udp_checksum_ready: bool) -> Option<&[u8]> {
     let version_ihl = *packet.first()?;
     let header_len = usize::from(version_ihl & 0x0f) * 4;
     if version_ihl >> 4 != 4 || header_len < 20 || packet.len() < header_len + 8 {
@@ -371,7 +410,7 @@ pub fn udp_payload_to(packet: &[u8], port: u16) -> Option<&[u8]> {
         return None;
     }
     let udp = &udp[..udp_len];
-    if udp[6..8] != [0, 0] {
+    if udp_checksum_ready && udp[6..8] != [0, 0] {
         let mut pseudo = [0u8; 12];
         pseudo[0..4].copy_from_slice(&source.octets());
         pseudo[4..8].copy_from_slice(&destination.octets());
@@ -400,16 +439,20 @@ mod tests {
             payload,
         );
         assert_eq!(packet.len(), 20 + 8 + payload.len());
-        assert_eq!(udp_payload_to(&packet, 67), Some(&payload[..]));
-        assert_eq!(udp_payload_to(&packet, 68), None);
+        assert_eq!(udp_payload_to(&packet, 67, true), Some(&payload[..]));
+        assert_eq!(udp_payload_to(&packet, 68, true), None);
         for i in 0..packet.len() {
             let mut bad = packet.clone();
             bad[i] ^= 0x01;
             // A flipped bit anywhere must not yield the original payload to port 67
             // (the ports are checked, the rest is covered by the checksums).
-            assert_ne!(udp_payload_to(&bad, 67), Some(&payload[..]), "byte {i}");
+            assert_ne!(
+                udp_payload_to(&bad, 67, true),
+                Some(&payload[..]),
+                "byte {i}"
+            );
         }
-        assert_eq!(udp_payload_to(&packet[..25], 67), None);
+        assert_eq!(udp_payload_to(&packet[..25], 67, true), None);
     }
 
     #[test]
