@@ -6,6 +6,7 @@
 //! expected address is checked in our lease and in dnsmasq's lease file,
 //! the packets by tshark's DHCP dissector.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -194,7 +195,7 @@ impl Lab {
 
     /// Start tshark on the client's interface; returns it once it captures.
     fn capture(&self, file: &Path) -> Child {
-        let stderr = self.dir.path().join("tshark.err");
+        let stderr = file.with_extension("tshark.err");
         let child = self
             .in_client("tshark")
             .args([
@@ -235,6 +236,8 @@ impl Drop for Lab {
 }
 
 fn stop(mut child: Child) {
+    // Let the last packets reach the file.
+    std::thread::sleep(Duration::from_millis(500));
     // SAFETY: signalling our own child by its pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let _ = child.wait();
@@ -345,54 +348,83 @@ fn every_identifier_form_gets_the_one_reservation() {
     }
 }
 
-/// tshark's fields of each DHCP message in `pcap`, one map per packet.
-fn dhcp_fields(pcap: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+/// tshark's fields of each DHCP message in `pcap`, one map per packet;
+/// `option.N` holds option N's value as colon hex, `chaddr` the 16 bytes of
+/// the chaddr field (tshark shows them only inside "Client address not
+/// given" when hlen is 0, so they are read from the PDML output).
+fn dhcp_fields(pcap: &Path) -> Vec<BTreeMap<String, String>> {
     let fields = [
-        "dhcp.option.dhcp",
+        "dhcp.type",
         "dhcp.hw.type",
         "dhcp.hw.len",
-        "dhcp.hw.addr",
         "dhcp.flags.bc",
-        "dhcp.option.client_id",
-        "dhcp.type",
+        "dhcp.option.type",
+        "dhcp.option.value",
     ];
     let mut command = Command::new("tshark");
-    command
-        .arg("-r")
-        .arg(pcap)
-        .args(["-Y", "dhcp", "-T", "fields", "-E", "separator=|"]);
+    command.arg("-r").arg(pcap).args([
+        "-Y",
+        "dhcp",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "aggregator=;",
+    ]);
     for f in fields {
         command.args(["-e", f]);
     }
     let out = run(&mut command);
     assert!(out.status.success(), "tshark -r: {}", stderr(&out));
-    stdout(&out)
+    let mut packets: Vec<BTreeMap<String, String>> = stdout(&out)
         .lines()
         .map(|line| {
-            fields
+            let values: Vec<&str> = line.split('|').collect();
+            let mut packet: BTreeMap<String, String> = fields[..4]
                 .iter()
-                .map(|f| f.to_string())
-                .zip(line.split('|').map(str::to_string))
-                .collect()
+                .zip(&values)
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect();
+            let codes = values.get(4).copied().unwrap_or_default().split(';');
+            let option_values = values.get(5).copied().unwrap_or_default().split(';');
+            for (code, value) in codes.zip(option_values) {
+                packet.insert(format!("option.{code}"), value.to_string());
+            }
+            packet
         })
-        .collect()
+        .collect();
+    let pdml = run(Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", "dhcp", "-T", "pdml"]));
+    let pdml = stdout(&pdml);
+    let chunks: Vec<&str> = pdml.split("<proto name=\"dhcp\"").skip(1).collect();
+    assert_eq!(
+        chunks.len(),
+        packets.len(),
+        "PDML and fields disagree on the packet count"
+    );
+    for (packet, chunk) in packets.iter_mut().zip(chunks) {
+        let marker = "show=\"Client address not given\" size=\"16\"";
+        let chaddr = chunk.find(marker).and_then(|at| {
+            let rest = &chunk[at..];
+            let value = rest.find("value=\"")? + 7;
+            Some(rest[value..value + 32].to_string())
+        });
+        packet.insert("chaddr".into(), chaddr.unwrap_or_else(|| "given".into()));
+    }
+    packets
 }
 
-fn assert_rfc_4390(packet: &std::collections::BTreeMap<String, String>, flexboot_hex: &str) {
+fn assert_rfc_4390(packet: &BTreeMap<String, String>, flexboot: &str) {
     assert_eq!(packet["dhcp.type"], "1", "BOOTREQUEST: {packet:?}");
     assert_eq!(packet["dhcp.hw.type"], "0x20", "htype 32: {packet:?}");
     assert_eq!(packet["dhcp.hw.len"], "0", "hlen 0: {packet:?}");
-    assert!(
-        packet["dhcp.hw.addr"].chars().all(|c| c == '0' || c == ':'),
-        "zero chaddr: {packet:?}"
-    );
-    assert!(
-        matches!(packet["dhcp.flags.bc"].as_str(), "1" | "True"),
-        "broadcast flag: {packet:?}"
-    );
+    assert_eq!(packet["chaddr"], "0".repeat(32), "zero chaddr: {packet:?}");
+    assert_eq!(packet["dhcp.flags.bc"], "1", "broadcast flag: {packet:?}");
     assert_eq!(
-        packet["dhcp.option.client_id"].replace(':', ""),
-        flexboot_hex,
+        packet["option.61"], flexboot,
         "client identifier: {packet:?}"
     );
 }
@@ -418,7 +450,7 @@ fn ipoib_messages_on_the_wire_and_a_timeout_naming_the_stage() {
     let packets = dhcp_fields(&pcap);
     assert!(packets.len() >= 2, "retransmissions expected: {packets:?}");
     for packet in &packets {
-        assert_eq!(packet["dhcp.option.dhcp"], "1", "DHCPDISCOVER: {packet:?}");
+        assert_eq!(packet["option.53"], "01", "DHCPDISCOVER: {packet:?}");
         assert_rfc_4390(packet, &flexboot_hex);
     }
 
@@ -447,19 +479,20 @@ fn ipoib_messages_on_the_wire_and_a_timeout_naming_the_stage() {
             flexboot.to_string()
         )]
     );
-    let requests: Vec<_> = dhcp_fields(&pcap)
-        .into_iter()
-        .filter(|p| p["dhcp.type"] == "1")
+    let packets = dhcp_fields(&pcap);
+    let requests: Vec<_> = packets
+        .iter()
+        .filter(|p| p.get("dhcp.type").map(String::as_str) == Some("1"))
         .collect();
     let kinds: Vec<&str> = requests
         .iter()
-        .map(|p| p["dhcp.option.dhcp"].as_str())
+        .map(|p| p.get("option.53").map_or("", String::as_str))
         .collect();
     assert!(
-        kinds.contains(&"1") && kinds.contains(&"3"),
-        "DISCOVER and REQUEST expected: {kinds:?}"
+        kinds.contains(&"01") && kinds.contains(&"03"),
+        "DISCOVER and REQUEST expected: {packets:#?}"
     );
-    for packet in &requests {
+    for packet in requests {
         assert_rfc_4390(packet, &flexboot_hex);
     }
 }
