@@ -801,13 +801,16 @@ mod tests {
     const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 
+    /// The server side of a test: the packets it answers a sent message with.
+    type Script = dyn FnMut(&Message) -> Vec<Vec<u8>>;
+
     /// A scripted network: each sent message is recorded and the script is
     /// asked for replies; waiting with no reply advances the shared clock.
     struct Scripted {
         now: Rc<Cell<Duration>>,
         sent: Vec<Message>,
         pending: VecDeque<Vec<u8>>,
-        answer: Box<dyn FnMut(&Message) -> Vec<Vec<u8>>>,
+        answer: Box<Script>,
     }
 
     impl Transport for Scripted {

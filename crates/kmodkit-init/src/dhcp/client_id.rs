@@ -87,7 +87,7 @@ pub enum ClientIdError {
 /// Parse hex bytes written `aa:bb:cc`, `aa-bb-cc` or `aabbcc`.
 pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
     let compact: String = text.chars().filter(|c| *c != ':' && *c != '-').collect();
-    if compact.is_empty() || compact.len() % 2 != 0 || !compact.is_ascii() {
+    if compact.is_empty() || !compact.len().is_multiple_of(2) || !compact.is_ascii() {
         return None;
     }
     (0..compact.len())

@@ -251,7 +251,7 @@ impl Transport for PacketSocket {
                 revents: 0,
             };
             let millis = left.as_millis().min(i32::MAX as u128) as i32
-                + i32::from(left.subsec_nanos() % 1_000_000 != 0);
+                + i32::from(!left.subsec_nanos().is_multiple_of(1_000_000));
             // SAFETY: one valid pollfd.
             let rc = unsafe { libc::poll(&mut poll, 1, millis) };
             if rc < 0 {
