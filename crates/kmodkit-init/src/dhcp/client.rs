@@ -1126,4 +1126,31 @@ mod tests {
         lease.domain = Some("evil\nkey=1%".into());
         assert!(lease.to_key_value().contains("domain=evil%0Akey=1%25\n"));
     }
+
+    #[test]
+    fn a_captured_dnsmasq_offer_decodes() {
+        // dnsmasq 2.90 answering kmodkit-init's IPoIB DISCOVER on a veth
+        // (UDP payload from a tshark capture; dhcp-boot=boot.ipxe,
+        // domain cluster.example, reservation 10.77.0.50 "node1").
+        let bytes = include_bytes!("../../tests/data/dnsmasq-2.90-ipoib-offer.bin");
+        let offer = Message::decode(bytes).unwrap();
+        assert_eq!(
+            (offer.op, offer.htype, offer.hlen, offer.chaddr),
+            (BOOTREPLY, 32, 0, [0; 16])
+        );
+        assert_eq!(offer.flags, FLAG_BROADCAST);
+        assert_eq!(offer.message_type(), Some(MessageType::Offer));
+        let server = Ipv4Addr::new(10, 77, 0, 1);
+        assert_eq!(offer.option_addr(code::SERVER_ID), Some(server));
+        let lease = Lease::from_ack("ib0", &offer, server, None);
+        assert_eq!(lease.address, Ipv4Addr::new(10, 77, 0, 50));
+        assert_eq!(lease.prefix_len, 24);
+        assert_eq!(lease.routers, [server]);
+        assert_eq!(lease.dns, [server]);
+        assert_eq!(lease.domain.as_deref(), Some("cluster.example"));
+        assert_eq!(lease.hostname.as_deref(), Some("node1"));
+        assert_eq!(lease.bootfile.as_deref(), Some("boot.ipxe"));
+        assert_eq!(lease.next_server, Some(server));
+        assert_eq!(Message::decode(&offer.encode()).unwrap(), offer);
+    }
 }
