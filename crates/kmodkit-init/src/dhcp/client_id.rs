@@ -12,6 +12,10 @@
 //! | [`Ipxe`](ClientIdStyle::Ipxe) | `01` + 6-byte MAC (7 bytes) | upstream iPXE on IPoIB, which poses as Ethernet | iPXE `src/net/udp/dhcp.c` `dhcp_create_request` stores `ll_proto` (ARPHRD_ETHER = 1 for IPoIB, `src/drivers/net/ipoib.c` `ipoib_protocol`) + `ll_addr`; `ipoib_init_addr` derives `ll_addr` from the GUID with `IPOIB_GUID_MASK` 0xe7 = bytes 0,1,2,5,6,7 (unless the driver knows the port's eIPoIB MAC: hermon copies the firmware's Ethernet MAC into `lemac`, then give `--mac`) |
 //! | [`Ethernet`](ClientIdStyle::Ethernet) | `01` + MAC (7 bytes) | Ethernet ports (iPXE, dhclient, networkd `mac`) | RFC 2132 §9.14: type = ARP hardware type |
 //! | [`Raw`](ClientIdStyle::Raw) | as given | anything else | — |
+//!
+//! FlexBoot's "enterprise number" 0x2c9 is Mellanox's IEEE OUI (00:02:c9),
+//! not its IANA enterprise number (33049): tshark decodes the identifier as
+//! DUID-EN with enterprise 713, which the tests check byte for byte.
 
 use std::fmt;
 use std::str::FromStr;
