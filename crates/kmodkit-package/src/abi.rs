@@ -350,6 +350,38 @@ impl ModuleSet {
         }
     }
 
+    /// The license as an SPDX expression (what rpmlint and Fedora's RPM
+    /// guidelines want), from the kernel's module license strings
+    /// (`include/linux/module.h`: "GPL" and "GPL v2" both mean GPL v2;
+    /// "Dual MIT/GPL", "Dual MPL/GPL" name the other license). Strings
+    /// without one exact SPDX meaning ("Dual BSD/GPL": which BSD?,
+    /// "GPL and additional rights", "Proprietary") are kept as they are.
+    pub fn spdx_license(&self) -> String {
+        let set: BTreeSet<String> = self
+            .files
+            .iter()
+            .filter_map(|f| f.license.as_deref())
+            .map(|l| {
+                match l {
+                    "GPL" | "GPL v2" => "GPL-2.0-only",
+                    "Dual MIT/GPL" => "GPL-2.0-only OR MIT",
+                    "Dual MPL/GPL" => "GPL-2.0-only OR MPL-1.1",
+                    other => other,
+                }
+                .to_string()
+            })
+            .collect();
+        match set.len() {
+            0 => "Unknown".to_string(),
+            1 => set.into_iter().next().unwrap_or_default(),
+            _ => set
+                .into_iter()
+                .map(|l| if l.contains(' ') { format!("({l})") } else { l })
+                .collect::<Vec<_>>()
+                .join(" AND "),
+        }
+    }
+
     /// The newest file time of the set: the default for timestamps when
     /// `SOURCE_DATE_EPOCH` is not set.
     pub fn newest_mtime(&self) -> u64 {

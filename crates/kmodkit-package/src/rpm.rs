@@ -5,6 +5,8 @@
 //! Written with the `rpm` crate in the v4 format (rpm ≥ 4.6 reads it;
 //! rpm 6's v6 format is not read by the rpm of RHEL 8/9 or Debian 12).
 
+use std::collections::BTreeSet;
+
 use crate::abi::{KernelAbi, ModuleSet};
 use crate::pgp::RepoKey;
 
@@ -30,6 +32,8 @@ pub struct RpmFile {
     pub version: String,
     pub release: String,
     pub arch: String,
+    /// The License tag.
+    pub license: String,
 }
 
 impl RpmFile {
@@ -125,6 +129,23 @@ fn config(time: u64) -> rpm::BuildConfig {
         .source_date(time.min(u32::MAX as u64) as u32)
 }
 
+/// One changelog entry (rpm's `%changelog`; rpmlint wants one): who
+/// built it, the version, what for. Its time is the package's.
+fn changelog(
+    b: &mut rpm::PackageBuilder,
+    opts: &RpmOptions<'_>,
+    version: &str,
+    release: &str,
+    what: &str,
+) {
+    let who = opts.packager.as_deref().unwrap_or("kmodkit");
+    b.add_changelog_entry(
+        format!("{who} - {version}-{release}"),
+        format!("- Built by kmodkit ({what})"),
+        u32::try_from(opts.time).unwrap_or(u32::MAX),
+    );
+}
+
 fn finish(
     builder: &mut rpm::PackageBuilder,
     name: &str,
@@ -156,7 +177,8 @@ fn finish(
                 package: name.to_string(),
                 cause: format!("time {t} does not fit an RPM timestamp"),
             })?;
-            pkg.sign_with_timestamp(signer, t).map_err(build_err(name))?;
+            pkg.sign_with_timestamp(signer, t)
+                .map_err(build_err(name))?;
             pkg
         }
         None => builder.build().map_err(build_err(name))?,
@@ -175,8 +197,9 @@ pub fn kmod_package(
     opts: &RpmOptions<'_>,
 ) -> Result<RpmFile, RpmError> {
     let name = kmod_name(set);
-    let summary = format!("{} kernel module(s)", set.name);
-    let mut b = rpm::PackageBuilder::new(&name, &set.version, &set.license(), &set.arch, &summary);
+    let summary = format!("Kernel modules of {} for Linux {}", set.name, set.kernel);
+    let license = set.spdx_license();
+    let mut b = rpm::PackageBuilder::new(&name, &set.version, &license, &set.arch, &summary);
     b.using_config(config(opts.time));
     b.release(&set.release);
     b.group("System Environment/Kernel");
@@ -195,6 +218,13 @@ pub fn kmod_package(
         set.arch,
         described.join("\n")
     ));
+    changelog(
+        &mut b,
+        opts,
+        &set.version,
+        &set.release,
+        &format!("for Linux {}", set.kernel),
+    );
     let dir = module_dir(set);
     b.with_dir_entry(rpm::FileOptions::dir(&dir).permissions(0o755))
         .map_err(build_err(&name))?;
@@ -232,6 +262,7 @@ pub fn kmod_package(
         version: set.version.clone(),
         release: set.release.clone(),
         arch: set.arch.clone(),
+        license,
     })
 }
 
@@ -246,8 +277,24 @@ pub fn kernel_only_package(
     opts: &RpmOptions<'_>,
 ) -> Result<RpmFile, RpmError> {
     let pkg = format!("{name}-kernel-only");
-    let summary = format!("{name} kernel modules only (metapackage)");
-    let mut b = rpm::PackageBuilder::new(&pkg, version, "Public Domain", "noarch", &summary);
+    let summary = format!("Metapackage: the {name} kernel module packages");
+    // No files of its own: the license of what it installs.
+    let licenses: BTreeSet<&str> = members.iter().map(|m| m.license.as_str()).collect();
+    let license = match licenses.len() {
+        1 => licenses.into_iter().next().unwrap_or_default().to_string(),
+        _ => licenses
+            .into_iter()
+            .map(|l| {
+                if l.contains(' ') {
+                    format!("({l})")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" AND "),
+    };
+    let mut b = rpm::PackageBuilder::new(&pkg, version, &license, "noarch", &summary);
     b.using_config(config(opts.time));
     b.release(release);
     b.group("System Environment/Kernel");
@@ -256,9 +303,10 @@ pub fn kernel_only_package(
         .map(|m| format!("  {}-{}", m.name, m.evr()))
         .collect();
     b.description(format!(
-        "Installs exactly the kernel module packages of {name} {version}-{release}:\n{}",
+        "Installs exactly these kernel module packages of {name}:\n{}",
         list.join("\n")
     ));
+    changelog(&mut b, opts, version, release, "the kernel-only set");
     for m in members {
         b.requires(rpm::Dependency::eq(&m.name, m.evr()));
     }
@@ -270,5 +318,6 @@ pub fn kernel_only_package(
         version: version.to_string(),
         release: release.to_string(),
         arch: "noarch".to_string(),
+        license,
     })
 }

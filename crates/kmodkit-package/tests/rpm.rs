@@ -282,4 +282,32 @@ fn kmod_rpm_dependencies_scripts_and_signature_match_the_oracles() {
         .collect();
     assert_eq!(reqs, vec!["kmod-jool = 4.1.9-1".to_string()]);
     assert_eq!(rpm_query(&mpath, "-l").trim(), "(contains no files)");
+
+    // rpmlint: no error on either package, signed (its signature check runs
+    // `rpm -K` against the database a private HOME's ~/.rpmmacros names,
+    // which trusts the key: a bad signature would still be an error).
+    // Warnings are printed; each has a reason in the README.
+    kmodkit_fixtures::require_tool("rpmlint", "rpmlint");
+    std::fs::write(&path, &kmod.bytes).unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(
+        home.join(".rpmmacros"),
+        format!("%_dbpath {}\n", db.display()),
+    )
+    .unwrap();
+    let lint = Command::new("rpmlint")
+        .env("HOME", &home)
+        .arg(&path)
+        .arg(&mpath)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&lint.stdout);
+    eprintln!("rpmlint:\n{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains(": E: ")).collect();
+    assert!(errors.is_empty(), "rpmlint errors:\n{}", errors.join("\n"));
+    assert!(
+        text.contains("2 packages and 0 specfiles checked; 0 errors"),
+        "rpmlint did not check both packages:\n{text}"
+    );
 }

@@ -93,7 +93,11 @@ pub struct PackageArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Package version for module files
-    #[arg(long = "pkg-version", visible_alias = "version-of", value_name = "VERSION")]
+    #[arg(
+        long = "pkg-version",
+        visible_alias = "version-of",
+        value_name = "VERSION"
+    )]
     pub pkg_version: Option<String>,
     /// The repository directory packages are written into
     #[arg(long, value_name = "DIR")]
@@ -293,11 +297,7 @@ pub(crate) fn package_sets(
                     members.push((pkg.package.clone(), pkg.version.clone()));
                 }
                 let meta = kmodkit_package::deb::kernel_only_package(
-                    set_name,
-                    &version,
-                    &release,
-                    &members,
-                    &opts,
+                    set_name, &version, &release, &members, &opts,
                 )?;
                 let file = write_into(&dir, &meta.file_name, &meta.bytes, time)?;
                 out.push(Written {
@@ -449,7 +449,9 @@ pub(crate) fn node_commands(idx: &Indexed, url: &str, install: &str) -> Vec<Stri
     }
     if idx.sources_file.is_some() {
         let key = if idx.signed {
-            format!("curl -fsSo /etc/apt/keyrings/kmodkit-repo-key.asc {url}/kmodkit-repo-key.asc && ")
+            format!(
+                "curl -fsSo /etc/apt/keyrings/kmodkit-repo-key.asc {url}/kmodkit-repo-key.asc && "
+            )
         } else {
             String::new()
         };
@@ -503,8 +505,7 @@ pub(crate) fn sets_from_records(
             if !wanted.is_empty() && hit.is_none() {
                 continue;
             }
-            let Some(rec) =
-                kmodkit_rebuild::record::Record::load(root, &package, &version, kernel)
+            let Some(rec) = kmodkit_rebuild::record::Record::load(root, &package, &version, kernel)
             else {
                 continue;
             };
@@ -586,9 +587,7 @@ pub fn run(args: &PackageArgs) -> Result<bool> {
         (sets, name, kernel)
     } else {
         let (Some(name), Some(version)) = (&args.name, &args.pkg_version) else {
-            return Err(
-                UsageError("module files need --name and --pkg-version".into()).into(),
-            );
+            return Err(UsageError("module files need --name and --pkg-version".into()).into());
         };
         let kernel = match &args.kernel {
             Some(k) => k.clone(),
@@ -613,7 +612,13 @@ pub fn run(args: &PackageArgs) -> Result<bool> {
     let indexed = if args.no_index {
         None
     } else {
-        Some(index(&repo, &args.packaging, key.as_ref(), "stable", "main")?)
+        Some(index(
+            &repo,
+            &args.packaging,
+            key.as_ref(),
+            "stable",
+            "main",
+        )?)
     };
     report(
         args.json,
@@ -667,7 +672,11 @@ pub(crate) fn report(
             i.dir.display(),
             i.rpm_packages,
             i.deb_packages,
-            if i.signed { "signed" } else { "UNSIGNED (no --gpg-key)" },
+            if i.signed {
+                "signed"
+            } else {
+                "UNSIGNED (no --gpg-key)"
+            },
             i.read,
             i.reused
         )?;
@@ -685,7 +694,19 @@ pub fn run_repo(args: &RepoArgs) -> Result<bool> {
         return Err(UsageError(format!("{}: no such directory", dir.display())).into());
     }
     let key = load_key(&args.packaging, &root)?;
-    let idx = index(&dir, &args.packaging, key.as_ref(), &args.suite, &args.component)?;
-    report(args.json, &[], Some(&idx), &args.packaging, "NAME-kernel-only")?;
+    let idx = index(
+        &dir,
+        &args.packaging,
+        key.as_ref(),
+        &args.suite,
+        &args.component,
+    )?;
+    report(
+        args.json,
+        &[],
+        Some(&idx),
+        &args.packaging,
+        "NAME-kernel-only",
+    )?;
     Ok(true)
 }

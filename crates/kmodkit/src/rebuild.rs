@@ -363,7 +363,11 @@ pub fn run(args: &RebuildArgs) -> Result<bool> {
                 idx.dir.display(),
                 idx.rpm_packages,
                 idx.deb_packages,
-                if idx.signed { "signed" } else { "UNSIGNED (no --gpg-key)" }
+                if idx.signed {
+                    "signed"
+                } else {
+                    "UNSIGNED (no --gpg-key)"
+                }
             )?;
             writeln!(out, "On the nodes:")?;
             for n in nodes {
@@ -405,7 +409,11 @@ fn package_report(
             })
             .map(|o| format!("{}/{}", o.package, o.version))
             .collect();
-        for o in report.outcomes.iter().filter(|o| o.kernel == kernel && o.action == Action::Compatible) {
+        for o in report
+            .outcomes
+            .iter()
+            .filter(|o| o.kernel == kernel && o.action == Action::Compatible)
+        {
             diag!(
                 "rebuild: {} {} for {kernel} is the build of another kernel (weak-updates): its package for that kernel serves it",
                 o.package, o.version
@@ -414,7 +422,8 @@ fn package_report(
         if wanted.is_empty() {
             continue;
         }
-        let sets = crate::package::sets_from_records(root, kernel, &wanted, &args.packaging.release)?;
+        let sets =
+            crate::package::sets_from_records(root, kernel, &wanted, &args.packaging.release)?;
         let name = match &args.name {
             Some(n) => n.clone(),
             None if sets.len() == 1 => sets[0].name.clone(),
@@ -426,7 +435,11 @@ fn package_report(
                 .into())
             }
         };
-        let abi = if args.packaging.formats.contains(&crate::package::Format::Rpm) {
+        let abi = if args
+            .packaging
+            .formats
+            .contains(&crate::package::Format::Rpm)
+        {
             kmodkit_package::KernelAbi::load(root, kernel, None)?
         } else {
             kmodkit_package::KernelAbi::default()

@@ -80,7 +80,12 @@ pub struct CreateArgs {
     )]
     pub user_id: String,
     /// OpenPGP key algorithm: rsa3072, rsa4096 or ed25519
-    #[arg(long, default_value = "rsa3072", value_name = "ALGORITHM", requires = "openpgp")]
+    #[arg(
+        long,
+        default_value = "rsa3072",
+        value_name = "ALGORITHM",
+        requires = "openpgp"
+    )]
     pub algorithm: kmodkit_package::pgp::KeyAlgorithm,
 }
 

@@ -54,7 +54,14 @@ fn keyed_root(dir: &Path) -> PathBuf {
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap();
     ok(kmodkit()
-        .args(["signing-key", "create", "--openpgp", "--algorithm", "ed25519", "--root"])
+        .args([
+            "signing-key",
+            "create",
+            "--openpgp",
+            "--algorithm",
+            "ed25519",
+            "--root",
+        ])
         .arg(&root));
     assert!(root.join("var/lib/kmodkit/repo-key.asc").is_file());
     root
@@ -67,7 +74,15 @@ fn package(root: &Path, repo: &Path) -> serde_json::Value {
         .arg(root)
         .arg("--symvers")
         .arg(symvers())
-        .args(["--name", "jool", "--pkg-version", "4.1.9", "--url", URL, "--repo"])
+        .args([
+            "--name",
+            "jool",
+            "--pkg-version",
+            "4.1.9",
+            "--url",
+            URL,
+            "--repo",
+        ])
         .arg(repo)
         .args(jool_files()));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -108,7 +123,12 @@ fn packages_go_into_a_signed_repository_with_the_same_bytes_every_run() {
     let packages = j["packages"].as_array().unwrap();
     let names: Vec<(&str, &str)> = packages
         .iter()
-        .map(|p| (p["format"].as_str().unwrap(), p["package"].as_str().unwrap()))
+        .map(|p| {
+            (
+                p["format"].as_str().unwrap(),
+                p["package"].as_str().unwrap(),
+            )
+        })
         .collect();
     let modules_deb = format!("jool-modules-{KERNEL}");
     for want in [
@@ -154,7 +174,10 @@ fn packages_go_into_a_signed_repository_with_the_same_bytes_every_run() {
         .arg(&public));
     for p in packages.iter().filter(|p| p["format"] == "rpm") {
         let file = p["file"].as_str().unwrap();
-        let k = ok(Command::new("rpm").arg("--dbpath").arg(&db).args(["-K", file]));
+        let k = ok(Command::new("rpm")
+            .arg("--dbpath")
+            .arg(&db)
+            .args(["-K", file]));
         assert!(k.contains("signatures OK"), "rpm -K {file}: {k}");
     }
     // gpgv checks the repository signatures, with the key the repository
@@ -217,7 +240,11 @@ fn packages_go_into_a_signed_repository_with_the_same_bytes_every_run() {
         "the two repositories hold different files"
     );
     for (path, bytes) in &a {
-        assert!(&b[path] == bytes, "{} differs between two runs", path.display());
+        assert!(
+            &b[path] == bytes,
+            "{} differs between two runs",
+            path.display()
+        );
     }
 
     // `repo` again: nothing read again, nothing changed.
@@ -229,7 +256,11 @@ fn packages_go_into_a_signed_repository_with_the_same_bytes_every_run() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["repository"]["read"], 0, "{r}");
     assert_eq!(r["repository"]["reused"], 4, "{r}");
-    assert_eq!(output(tree(&repo)), a, "a rerun of repo changed the repository");
+    assert_eq!(
+        output(tree(&repo)),
+        a,
+        "a rerun of repo changed the repository"
+    );
 }
 
 #[test]
@@ -239,7 +270,13 @@ fn bad_input_names_the_file_and_the_problem() {
     let files = jool_files();
     // Modules built for 53 are not packaged for another kernel.
     let out = run(kmodkit()
-        .args(["package", "--no-gpg-sign", "--kernel", "6.1.0-55-amd64", "--symvers"])
+        .args([
+            "package",
+            "--no-gpg-sign",
+            "--kernel",
+            "6.1.0-55-amd64",
+            "--symvers",
+        ])
         .arg(symvers())
         .args(["--name", "jool", "--pkg-version", "4.1.9", "--repo"])
         .arg(&repo)
@@ -250,7 +287,10 @@ fn bad_input_names_the_file_and_the_problem() {
         err.contains(&*files[0].to_string_lossy()) && err.contains(KERNEL),
         "no file or vermagic named: {err}"
     );
-    assert!(!repo.join("Packages").exists(), "a refused run wrote packages");
+    assert!(
+        !repo.join("Packages").exists(),
+        "a refused run wrote packages"
+    );
 
     // A key file that is not there.
     let missing = tmp.path().join("no-such-key.asc");
@@ -275,7 +315,9 @@ fn bad_input_names_the_file_and_the_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--name"));
 
     // repo on a directory that does not exist.
-    let out = run(kmodkit().args(["repo", "--no-gpg-sign"]).arg(tmp.path().join("nope")));
+    let out = run(kmodkit()
+        .args(["repo", "--no-gpg-sign"])
+        .arg(tmp.path().join("nope")));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }

@@ -63,7 +63,10 @@ fn check_packaged(
                 .output()
                 .unwrap();
             let text = String::from_utf8_lossy(&k.stdout);
-            assert!(k.status.success() && text.contains("signatures OK"), "{text}");
+            assert!(
+                k.status.success() && text.contains("signatures OK"),
+                "{text}"
+            );
         }
     }
     let mut want = BTreeSet::new();
@@ -555,7 +558,14 @@ fn rebuilds_only_what_broke_and_every_kernel_accepts_the_result() {
     // With --package: the manual's whole procedure in one command, the
     // packages signed with the root's OpenPGP key (checked below).
     let out = kmodkit()
-        .args(["signing-key", "create", "--openpgp", "--algorithm", "ed25519", "--root"])
+        .args([
+            "signing-key",
+            "create",
+            "--openpgp",
+            "--algorithm",
+            "ed25519",
+            "--root",
+        ])
         .arg(&root)
         .output()
         .unwrap();
