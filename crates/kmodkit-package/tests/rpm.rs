@@ -286,7 +286,7 @@ fn kmod_rpm_dependencies_scripts_and_signature_match_the_oracles() {
     // rpmlint: no error on either package, signed (its signature check runs
     // `rpm -K` against the database a private HOME's ~/.rpmmacros names,
     // which trusts the key: a bad signature would still be an error).
-    // Warnings are printed; each has a reason in the README.
+    // Warnings are printed for the log.
     kmodkit_fixtures::require_tool("rpmlint", "rpmlint");
     std::fs::write(&path, &kmod.bytes).unwrap();
     let home = tmp.path().join("home");

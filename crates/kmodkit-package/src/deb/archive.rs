@@ -218,10 +218,26 @@ pub(crate) fn ar_members(data: &[u8]) -> Result<Vec<(String, &[u8])>, String> {
     Ok(out)
 }
 
-/// xz as `dpkg-deb -Zxz` writes it: preset 6, CRC64 check, one stream
-/// (single-threaded, so the bytes depend on the input only).
+/// xz as `dpkg-deb -Zxz` writes it (preset 6, CRC64 check), with
+/// liblzma's multi-threaded encoder on every core, in 4 MiB blocks: the
+/// block layout depends on the block size only, not on the thread count,
+/// so the bytes depend on the input alone, on every machine. Preset 6's
+/// own blocks are 24 MiB, one block (one thread) for most packages: an
+/// unstripped 21 MB module took 11.4 s with `xz -6 -T2`, 6.3 s with
+/// `--block-size=4MiB` (5 % larger). Stripped modules (what `kmodkit
+/// rebuild` installs) are mostly below 4 MiB and come out the same size.
 pub(crate) fn xz(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 6);
+    let threads = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(1))
+        .unwrap_or(1);
+    let stream = liblzma::stream::MtStreamBuilder::new()
+        .preset(6)
+        .block_size(4 << 20)
+        .check(liblzma::stream::Check::Crc64)
+        .threads(threads)
+        .encoder()
+        .map_err(std::io::Error::other)?;
+    let mut enc = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
     enc.write_all(data)?;
     enc.finish()
 }
