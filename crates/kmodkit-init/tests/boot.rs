@@ -413,6 +413,10 @@ fn boots_to_the_root_over_dhcp_and_http() {
         );
     }
     assert!(!console.contains("FAILED"), "{}", tail(&console));
+    // Shown with --nocapture: the stage times of this boot.
+    for line in console.lines().filter(|l| l.starts_with("kmodkit-init: ") || l.starts_with("ROOT-")) {
+        println!("{line}");
+    }
 }
 
 #[test]
