@@ -164,10 +164,11 @@ fn load_modules(config: &Config) -> Result<(), Failure> {
         }
     }
     log(&format!(
-        "modules: loaded {} in {:.2} s ({} already present, {} dependency levels)",
+        "modules: loaded {} in {:.2} s ({} already present, {} decompressed here, {} dependency levels)",
         report.loaded,
         started.elapsed().as_secs_f64(),
         report.present,
+        report.decompressed,
         report.levels
     ));
     Ok(())

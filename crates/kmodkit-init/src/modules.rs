@@ -6,8 +6,10 @@
 //! `MODULE_INIT_COMPRESSED_FILE` (include/uapi/linux/module.h) when the
 //! kernel decompresses modules itself (kernel/module/decompress.c, 6.4+
 //! with `CONFIG_MODULE_DECOMPRESS`, which creates
-//! `/sys/module/compression`); otherwise the error says to let the builder
-//! decompress them. `EEXIST` (built in or already loaded) counts as loaded.
+//! `/sys/module/compression`); otherwise, or when the kernel refuses the
+//! flag (`EINVAL`, as kernels before it do for unknown flags), they are
+//! decompressed here and given to `init_module(2)`, as kmod does.
+//! `EEXIST` (built in or already loaded) counts as loaded.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -61,6 +63,8 @@ pub enum ModuleError {
 pub enum Loaded {
     /// The kernel took it now.
     New,
+    /// The kernel took it now, decompressed here (no in-kernel decompression).
+    Decompressed,
     /// It was there already (built in, or loaded): `EEXIST`.
     AlreadyPresent,
 }
@@ -72,6 +76,8 @@ pub struct LoadReport {
     pub loaded: usize,
     /// Modules that were present already.
     pub present: usize,
+    /// Of the loaded ones, those decompressed in userspace.
+    pub decompressed: usize,
     /// Number of dependency levels.
     pub levels: usize,
     /// Per module, the time its `finit_module` took.
@@ -141,32 +147,58 @@ pub fn load_one(
         source,
         hint,
     };
-    if compressed && !kernel_decompresses {
-        return Err(refused(
-            std::io::Error::from_raw_os_error(libc::ENOEXEC),
-            "; check: this kernel has no in-kernel module decompression (no /sys/module/compression): build the image with uncompressed modules",
-        ));
-    }
     let options = CString::new(module.options.as_str()).map_err(|_| {
         refused(
             std::io::Error::from_raw_os_error(libc::EINVAL),
             "; check: the options contain a NUL byte",
         )
     })?;
-    // SAFETY: the fd is open for the call's duration and `options` is a
-    // NUL-terminated string that outlives it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            file.as_raw_fd(),
-            options.as_ptr(),
-            flags,
-        )
+    let finit = |flags: u32| {
+        // SAFETY: the fd is open for the call's duration and `options` is a
+        // NUL-terminated string that outlives it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                file.as_raw_fd(),
+                options.as_ptr(),
+                flags,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     };
-    if rc == 0 {
-        return Ok(Loaded::New);
+    let mut result = if compressed && !kernel_decompresses {
+        Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+    } else {
+        finit(flags)
+    };
+    if compressed && matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EINVAL)) {
+        let image = decompress(&path, &module.path).map_err(|e| {
+            refused(
+                e,
+                "; check: the file is a complete .xz/.zst/.gz module (the builder wrote it)",
+            )
+        })?;
+        // SAFETY: `image` and `options` outlive the call; the length is the buffer's.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_init_module,
+                image.as_ptr(),
+                image.len() as libc::c_ulong,
+                options.as_ptr(),
+            )
+        };
+        if rc == 0 {
+            return Ok(Loaded::Decompressed);
+        }
+        result = Err(std::io::Error::last_os_error());
     }
-    let error = std::io::Error::last_os_error();
+    let Err(error) = result else {
+        return Ok(Loaded::New);
+    };
     match error.raw_os_error() {
         Some(libc::EEXIST) => Ok(Loaded::AlreadyPresent),
         Some(libc::ENOEXEC) => Err(refused(error, "; check: built for another kernel (vermagic, struct module size) — the kernel log says which")),
@@ -176,6 +208,21 @@ pub fn load_one(
         Some(libc::ENODEV) => Err(refused(error, "; check: the module found no device (its init returned ENODEV)")),
         _ => Err(refused(error, "")),
     }
+}
+
+/// The decompressed module, by the file name's suffix.
+fn decompress(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::io::BufReader::new(File::open(path)?);
+    let mut out = Vec::new();
+    if name.ends_with(".xz") {
+        liblzma::read::XzDecoder::new(file).read_to_end(&mut out)?;
+    } else if name.ends_with(".zst") {
+        zstd::stream::read::Decoder::with_buffer(file)?.read_to_end(&mut out)?;
+    } else {
+        flate2::bufread::MultiGzDecoder::new(file).read_to_end(&mut out)?;
+    }
+    Ok(out)
 }
 
 /// Loads every module, level by level, each level's modules in parallel.
@@ -214,6 +261,10 @@ pub fn load_all(
                 Ok(outcome) => {
                     match outcome {
                         Loaded::New => report.loaded += 1,
+                        Loaded::Decompressed => {
+                            report.loaded += 1;
+                            report.decompressed += 1;
+                        }
                         Loaded::AlreadyPresent => report.present += 1,
                     }
                     report.timings.push((name, took, outcome));

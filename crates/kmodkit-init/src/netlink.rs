@@ -133,6 +133,9 @@ fn hex_colon(bytes: &[u8]) -> String {
         .join(":")
 }
 
+/// One received netlink message: type, sequence number, body after `nlmsghdr`.
+type Reply = (u16, u32, Vec<u8>);
+
 /// An rtnetlink socket.
 pub struct RouteSocket {
     fd: OwnedFd,
@@ -148,7 +151,7 @@ fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
     buf.extend_from_slice(&(len as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(data);
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -248,7 +251,7 @@ impl RouteSocket {
     }
 
     /// Receives one datagram, waiting at most `timeout`; None on timeout.
-    fn recv(&self, timeout: Duration) -> Result<Option<Vec<(u16, u32, Vec<u8>)>>, NetlinkError> {
+    fn recv(&self, timeout: Duration) -> Result<Option<Vec<Reply>>, NetlinkError> {
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,

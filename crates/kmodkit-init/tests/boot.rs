@@ -69,13 +69,13 @@ fn static_init() -> &'static Path {
     })
 }
 
-fn kernel() -> (String, PathBuf) {
+fn kernel(series: &str) -> (String, PathBuf) {
     let root = kmodkit_fixtures::fixture_root();
-    // The 6.1 kernel whose module tree the fixtures unpacked.
+    // The first kernel of the series whose module tree the fixtures unpacked.
     let kver = kmodkit_fixtures::kernels()
         .into_iter()
         .filter(|(k, s)| {
-            s == "6.1"
+            s == series
                 && root
                     .join("lib/modules")
                     .join(k)
@@ -84,7 +84,9 @@ fn kernel() -> (String, PathBuf) {
         })
         .map(|(k, _)| k)
         .next()
-        .expect("no 6.1 kernel with lib/modules in the fixtures; run scripts/fixtures");
+        .unwrap_or_else(|| {
+            panic!("no {series} kernel with lib/modules in the fixtures; run scripts/fixtures")
+        });
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{kver}"));
     (kver, vmlinuz)
 }
@@ -346,10 +348,31 @@ struct Setup {
     server: HttpServer,
 }
 
-fn setup() -> Setup {
+/// `xz -C crc32` copies of the modules (the check the kernel's decoder
+/// takes), for a kernel that cannot decompress them itself.
+fn xz_modules(dir: &Path, modules: Vec<(ModuleSpec, PathBuf)>) -> Vec<(ModuleSpec, PathBuf)> {
+    require("xz", "xz-utils");
+    modules
+        .into_iter()
+        .map(|(mut spec, source)| {
+            let out = dir.join(format!("{}.ko.xz", spec.name));
+            let data = Command::new("xz")
+                .args(["-C", "crc32", "-c"])
+                .arg(&source)
+                .output()
+                .unwrap();
+            assert!(data.status.success());
+            std::fs::write(&out, data.stdout).unwrap();
+            spec.path.push_str(".xz");
+            (spec, out)
+        })
+        .collect()
+}
+
+fn setup(series: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let (kver, vmlinuz) = kernel();
+    let (kver, vmlinuz) = kernel(series);
     let modules = resolve_modules(&kver, &["virtio_pci", "virtio_net"]);
     let served = path.join("www");
     std::fs::create_dir_all(&served).unwrap();
@@ -377,9 +400,19 @@ fn has_line(console: &str, needle: &str) -> bool {
     console.lines().any(|l| l.contains(needle))
 }
 
-#[test]
-fn boots_to_the_root_over_dhcp_and_http() {
-    let s = setup();
+fn boots_to_the_root_over_dhcp_and_http(series: &str, compress: bool) {
+    let mut s = setup(series);
+    if compress {
+        s.modules = xz_modules(&s.dir, std::mem::take(&mut s.modules));
+    }
+    let compressed = s
+        .modules
+        .iter()
+        .filter(|(m, _)| m.path.ends_with(".ko.xz"))
+        .count();
+    // 6.1 has no CONFIG_MODULE_DECOMPRESS: the init decompresses there.
+    let decompressed_here = if series == "6.1" { compressed } else { 0 };
+    assert!(compressed > 0 || !compress);
     let url = format!("http://10.0.2.2:{}/root.cpio.gz", s.server.port);
     let config = config_for(&s.kver, &s.modules, url, s.root_sha.clone());
     let img = initrd(&s.dir, &config, &s.modules);
@@ -394,6 +427,7 @@ fn boots_to_the_root_over_dhcp_and_http() {
         "] mounts: /proc /sys /dev /run in ".to_string(),
         "] config: ".to_string(),
         format!("] modules: loaded {} in ", s.modules.len()),
+        format!(" already present, {decompressed_here} decompressed here, "),
         "] interface: eth0 (52:54:00:12:34:56) up in ".to_string(),
         "] network: eth0 10.0.2.15/24 via 10.0.2.2 from DHCP server 10.0.2.2 in ".to_string(),
         ", sha256 ok, cpio.gz with ".to_string(),
@@ -414,14 +448,65 @@ fn boots_to_the_root_over_dhcp_and_http() {
     }
     assert!(!console.contains("FAILED"), "{}", tail(&console));
     // Shown with --nocapture: the stage times of this boot.
-    for line in console.lines().filter(|l| l.starts_with("kmodkit-init: ") || l.starts_with("ROOT-")) {
+    for line in console
+        .lines()
+        .filter(|l| l.starts_with("kmodkit-init: ") || l.starts_with("ROOT-"))
+    {
         println!("{line}");
     }
 }
 
+/// 6.1: plain `.ko` files, `finit_module`.
+#[test]
+fn boots_6_1() {
+    boots_to_the_root_over_dhcp_and_http("6.1", false);
+}
+
+/// 6.1 with `.ko.xz` modules: the kernel cannot decompress, the init does.
+#[test]
+fn boots_6_1_with_xz_modules() {
+    boots_to_the_root_over_dhcp_and_http("6.1", true);
+}
+
+/// 6.12: Debian's `.ko.xz`, decompressed by the kernel
+/// (`MODULE_INIT_COMPRESSED_FILE`); virtio_pci is built in there.
+#[test]
+fn boots_6_12() {
+    boots_to_the_root_over_dhcp_and_http("6.12", false);
+}
+
+#[test]
+fn a_missing_nic_driver_fails_in_stage_interface() {
+    let s = setup("6.1");
+    let url = format!("http://10.0.2.2:{}/root.cpio.gz", s.server.port);
+    let mut config = config_for(&s.kver, &[], url, s.root_sha.clone());
+    config.timeouts.interface_secs = 3;
+    let img = initrd(&s.dir, &config, &[]);
+    let (console, took) = boot(&s.vmlinuz, &img);
+    let failed = console
+        .lines()
+        .find(|l| l.contains("FAILED in stage interface: "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no interface failure on the console; tail:\n{}",
+                tail(&console)
+            )
+        });
+    assert!(
+        failed.contains("no interface with an Ethernet address appeared within 3")
+            && failed.contains("links seen: lo (00:00:00:00:00:00)")
+            && failed.contains("; check: the NIC's driver is in the image"),
+        "{failed}"
+    );
+    assert!(
+        took < QEMU_TIMEOUT,
+        "qemu ran into the timeout: the init hung"
+    );
+}
+
 #[test]
 fn a_wrong_checksum_fails_in_stage_root_and_does_not_hang() {
-    let s = setup();
+    let s = setup("6.1");
     let url = format!("http://10.0.2.2:{}/root.cpio.gz", s.server.port);
     let wrong = "0".repeat(64);
     let config = config_for(&s.kver, &s.modules, url, wrong.clone());
