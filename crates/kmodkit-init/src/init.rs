@@ -94,11 +94,13 @@ fn run(on_failure: &mut OnFailure) -> Result<std::convert::Infallible, Failure> 
         }
     }
     fetch_root(&config)?;
-    log(&format!(
-        "switch_root: exec {} in {SYSROOT}",
-        config.root_init
-    ));
-    let reason = system::switch_root(Path::new(SYSROOT), &config.root_init);
+    let mut announce = |deleted: usize| {
+        log(&format!(
+            "switch_root: {deleted} initramfs entries freed, exec {} in {SYSROOT}",
+            config.root_init
+        ))
+    };
+    let reason = system::switch_root(Path::new(SYSROOT), &config.root_init, &mut announce);
     Err(fail(
         "switch_root",
         reason,

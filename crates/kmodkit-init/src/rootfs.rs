@@ -6,7 +6,8 @@
 //!   fields, name and data each padded to 4 bytes, `TRAILER!!!` last
 //!   (Documentation/driver-api/early-userspace/buffer-format.rst);
 //! - tar (POSIX ustar, `ustar` at offset 257): 512-byte headers with octal
-//!   fields, data padded to 512, GNU `L` long names; pax headers are skipped.
+//!   fields, data padded to 512, GNU `L`/`K` long names and link names;
+//!   pax headers are skipped.
 //!
 //! Names are made relative; an entry with a `..` component is refused.
 //! Hard links of cpio (the data goes with the last name) are not
@@ -263,6 +264,7 @@ fn unpack_tar(archive: &[u8], target: &Path) -> Result<usize, RootImageError> {
     let mut offset = 0;
     let mut entries = 0;
     let mut long_name: Option<String> = None;
+    let mut long_link: Option<String> = None;
     while offset + 512 <= archive.len() {
         let header = &archive[offset..offset + 512];
         let at = offset;
@@ -284,9 +286,16 @@ fn unpack_tar(archive: &[u8], target: &Path) -> Result<usize, RootImageError> {
             .ok_or_else(|| corrupt(format!("data of {size} bytes truncated")))?;
         offset = data_start + size.div_ceil(512) * 512;
         let type_flag = header[156];
-        if type_flag == b'L' {
-            long_name = Some(c_string(data));
-            continue;
+        match type_flag {
+            b'L' => {
+                long_name = Some(c_string(data));
+                continue;
+            }
+            b'K' => {
+                long_link = Some(c_string(data));
+                continue;
+            }
+            _ => {}
         }
         if matches!(type_flag, b'x' | b'g') {
             continue;
@@ -303,13 +312,16 @@ fn unpack_tar(archive: &[u8], target: &Path) -> Result<usize, RootImageError> {
         let mode = number(100..108, "mode")? as u32;
         let uid = number(108..116, "uid")? as u32;
         let gid = number(116..124, "gid")? as u32;
+        let link_name = long_link
+            .take()
+            .unwrap_or_else(|| c_string(&header[157..257]));
         let kind = match type_flag {
             b'0' | 0 | b'7' => Kind::File(data),
             b'5' => Kind::Dir,
-            b'2' => Kind::Symlink(c_string(&header[157..257])),
+            b'2' => Kind::Symlink(link_name),
             b'1' => {
                 // A hard link: copy the earlier file's bytes.
-                let from = safe_relative(&c_string(&header[157..257])).map(|p| target.join(p));
+                let from = safe_relative(&link_name).map(|p| target.join(p));
                 match from.and_then(|p| fs::read(p).ok()) {
                     Some(bytes) => {
                         if write_entry(target, &name, mode, uid, gid, Kind::File(&bytes))? {
@@ -361,6 +373,84 @@ mod tests {
         out.extend_from_slice(data);
         while !out.len().is_multiple_of(4) {
             out.push(0);
+        }
+    }
+
+    /// GNU tar is the oracle: its gnu (`L` long names) and ustar (name
+    /// prefix) formats, gzip'd, with a directory, a symlink, a hard link
+    /// and a name longer than 100 bytes.
+    #[test]
+    fn unpacks_what_gnu_tar_writes() {
+        let source = tempfile::tempdir().unwrap();
+        let long_dir = "d".repeat(60);
+        let long = format!("{long_dir}/{}", "f".repeat(70));
+        fs::create_dir_all(source.path().join("sbin")).unwrap();
+        fs::create_dir_all(source.path().join(&long_dir)).unwrap();
+        fs::write(source.path().join("sbin/init"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(
+            source.path().join("sbin/init"),
+            fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        fs::write(source.path().join(&long), b"long").unwrap();
+        // A hard link to a long name needs GNU's `K` record: gnu format only.
+        fs::hard_link(source.path().join(&long), source.path().join("hard")).unwrap();
+        fs::hard_link(source.path().join("sbin/init"), source.path().join("hard2")).unwrap();
+        symlink("sbin/init", source.path().join("init")).unwrap();
+        for format in ["gnu", "ustar"] {
+            let exclude = if format == "ustar" {
+                "./hard"
+            } else {
+                "./none"
+            }
+            .to_string();
+            let out = tempfile::tempdir().unwrap();
+            let tar = std::process::Command::new("tar")
+                .args(["--format", format, "--exclude", &exclude, "-czf", "-", "-C"])
+                .arg(source.path())
+                .arg(".")
+                .output()
+                .expect("tar");
+            assert!(
+                tar.status.success(),
+                "{}",
+                String::from_utf8_lossy(&tar.stderr)
+            );
+            let image = tar.stdout;
+            let report = unpack(&image, &sha256_hex(&image), out.path()).unwrap();
+            assert_eq!((report.format, report.gzip), ("tar", true), "{format}");
+            assert_eq!(
+                fs::read(out.path().join("sbin/init")).unwrap(),
+                b"#!/bin/sh\n",
+                "{format}"
+            );
+            let mode = fs::metadata(out.path().join("sbin/init"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o750, "{format}");
+            assert_eq!(
+                fs::read(out.path().join(&long)).unwrap(),
+                b"long",
+                "{format}"
+            );
+            if format == "gnu" {
+                assert_eq!(
+                    fs::read(out.path().join("hard")).unwrap(),
+                    b"long",
+                    "{format}"
+                );
+            }
+            assert_eq!(
+                fs::read(out.path().join("hard2")).unwrap(),
+                b"#!/bin/sh\n",
+                "{format}"
+            );
+            assert_eq!(
+                fs::read_link(out.path().join("init")).unwrap(),
+                Path::new("sbin/init"),
+                "{format}"
+            );
         }
     }
 

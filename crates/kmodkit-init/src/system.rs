@@ -161,10 +161,12 @@ pub fn delete_on_device(dir: &Path, dev: u64) -> usize {
 }
 
 /// Switches to `new_root` and execs `init` there; returns only on failure.
-pub fn switch_root(new_root: &Path, init: &str) -> String {
+/// `before_exec` gets the number of initramfs entries deleted (0 when `/`
+/// is not ramfs/tmpfs), for the log.
+pub fn switch_root(new_root: &Path, init: &str, before_exec: &mut dyn FnMut(usize)) -> String {
     let check =
         |what: &str, result: std::io::Result<()>| result.map_err(|e| format!("{what}: {e}"));
-    let run = || -> Result<std::convert::Infallible, String> {
+    let mut run = || -> Result<std::convert::Infallible, String> {
         let target_init = new_root.join(init.trim_start_matches('/'));
         // A symlink may point into the new root only once we are there.
         if std::fs::symlink_metadata(&target_init).is_err() {
@@ -193,9 +195,11 @@ pub fn switch_root(new_root: &Path, init: &str) -> String {
         // SAFETY: fs is valid for writing; the path is a static C string.
         let is_ram = unsafe { libc::statfs(c"/".as_ptr(), &mut fs) } == 0
             && (fs.f_type == RAMFS_MAGIC || fs.f_type == libc::TMPFS_MAGIC);
-        if is_ram {
-            delete_on_device(Path::new("/"), root_meta.dev());
-        }
+        let deleted = if is_ram {
+            delete_on_device(Path::new("/"), root_meta.dev())
+        } else {
+            0
+        };
         check("chdir to the new root", std::env::set_current_dir(new_root))?;
         check(
             "mount --move . /",
@@ -206,6 +210,7 @@ pub fn switch_root(new_root: &Path, init: &str) -> String {
             return Err(format!("chroot .: {}", std::io::Error::last_os_error()));
         }
         check("chdir /", std::env::set_current_dir("/"))?;
+        before_exec(deleted);
         use std::os::unix::process::CommandExt;
         let error = std::process::Command::new(init).exec();
         Err(format!("exec {init}: {error}"))

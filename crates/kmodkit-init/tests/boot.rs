@@ -180,8 +180,9 @@ fn write_cpio_gz(entries: Vec<SourceEntry>, out: &Path) {
     write_segments(&segments, &mut file, &NoProgress).unwrap();
 }
 
-/// The root image: static busybox, /sbin/init checking the switched root.
-fn root_image(dir: &Path) -> PathBuf {
+/// The root image: static busybox, /sbin/init checking the switched root;
+/// a gzip cpio written by kmodkit-initramfs, or a gzip tar by GNU tar.
+fn root_image(dir: &Path, tar: bool) -> PathBuf {
     require("busybox", "busybox-static");
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
@@ -217,8 +218,35 @@ fn root_image(dir: &Path) -> PathBuf {
     for d in ["dev", "proc", "sys", "run", "etc", "tmp"] {
         entries.push(entry(d, FileType::Directory, 0o755));
     }
-    let out = dir.join("root.cpio.gz");
-    write_cpio_gz(entries, &out);
+    if !tar {
+        let out = dir.join("root.cpio.gz");
+        write_cpio_gz(entries, &out);
+        return out;
+    }
+    let stage = dir.join("root-tree");
+    for e in &entries {
+        let path = stage.join(String::from_utf8(e.name.clone()).unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        match e.file_type {
+            FileType::Directory => std::fs::create_dir_all(&path).unwrap(),
+            FileType::Symlink => std::os::unix::fs::symlink("busybox", &path).unwrap(),
+            _ => {
+                std::fs::copy(e.source.as_ref().unwrap(), &path).unwrap();
+                let mode = std::os::unix::fs::PermissionsExt::from_mode(e.perm);
+                std::fs::set_permissions(&path, mode).unwrap();
+            }
+        }
+    }
+    let out = dir.join("root.tar.gz");
+    let status = Command::new("tar")
+        .args(["--format", "gnu", "--owner", "0", "--group", "0", "-czf"])
+        .arg(&out)
+        .arg("-C")
+        .arg(&stage)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
     out
 }
 
@@ -345,6 +373,8 @@ struct Setup {
     vmlinuz: PathBuf,
     modules: Vec<(ModuleSpec, PathBuf)>,
     root_sha: String,
+    /// `root.cpio.gz` or `root.tar.gz`.
+    root_name: String,
     server: HttpServer,
 }
 
@@ -369,16 +399,17 @@ fn xz_modules(dir: &Path, modules: Vec<(ModuleSpec, PathBuf)>) -> Vec<(ModuleSpe
         .collect()
 }
 
-fn setup(series: &str) -> Setup {
+fn setup(series: &str, tar_root: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let (kver, vmlinuz) = kernel(series);
     let modules = resolve_modules(&kver, &["virtio_pci", "virtio_net"]);
     let served = path.join("www");
     std::fs::create_dir_all(&served).unwrap();
-    let image = root_image(&path);
-    std::fs::rename(&image, served.join("root.cpio.gz")).unwrap();
-    let root_sha = sha256_file(&served.join("root.cpio.gz"));
+    let image = root_image(&path, tar_root);
+    let root_name = image.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::rename(&image, served.join(&root_name)).unwrap();
+    let root_sha = sha256_file(&served.join(&root_name));
     let server = HttpServer::start(&served);
     Setup {
         _dir: dir,
@@ -387,6 +418,7 @@ fn setup(series: &str) -> Setup {
         vmlinuz,
         modules,
         root_sha,
+        root_name,
         server,
     }
 }
@@ -400,8 +432,8 @@ fn has_line(console: &str, needle: &str) -> bool {
     console.lines().any(|l| l.contains(needle))
 }
 
-fn boots_to_the_root_over_dhcp_and_http(series: &str, compress: bool) {
-    let mut s = setup(series);
+fn boots_to_the_root_over_dhcp_and_http(series: &str, compress: bool, tar_root: bool) {
+    let mut s = setup(series, tar_root);
     if compress {
         s.modules = xz_modules(&s.dir, std::mem::take(&mut s.modules));
     }
@@ -413,7 +445,7 @@ fn boots_to_the_root_over_dhcp_and_http(series: &str, compress: bool) {
     // 6.1 has no CONFIG_MODULE_DECOMPRESS: the init decompresses there.
     let decompressed_here = if series == "6.1" { compressed } else { 0 };
     assert!(compressed > 0 || !compress);
-    let url = format!("http://10.0.2.2:{}/root.cpio.gz", s.server.port);
+    let url = format!("http://10.0.2.2:{}/{}", s.server.port, s.root_name);
     let config = config_for(&s.kver, &s.modules, url, s.root_sha.clone());
     let img = initrd(&s.dir, &config, &s.modules);
     let (console, took) = boot(&s.vmlinuz, &img);
@@ -430,8 +462,11 @@ fn boots_to_the_root_over_dhcp_and_http(series: &str, compress: bool) {
         format!(" already present, {decompressed_here} decompressed here, "),
         "] interface: eth0 (52:54:00:12:34:56) up in ".to_string(),
         "] network: eth0 10.0.2.15/24 via 10.0.2.2 from DHCP server 10.0.2.2 in ".to_string(),
-        ", sha256 ok, cpio.gz with ".to_string(),
-        "] switch_root: exec /sbin/init in /sysroot".to_string(),
+        format!(
+            ", sha256 ok, {}.gz with ",
+            if tar_root { "tar" } else { "cpio" }
+        ),
+        " initramfs entries freed, exec /sbin/init in /sysroot".to_string(),
         "ROOT-CHECK proc-mounted".to_string(),
         "ROOT-CHECK root-is-tmpfs".to_string(),
         "ROOT-CHECK not-the-initramfs".to_string(),
@@ -459,26 +494,27 @@ fn boots_to_the_root_over_dhcp_and_http(series: &str, compress: bool) {
 /// 6.1: plain `.ko` files, `finit_module`.
 #[test]
 fn boots_6_1() {
-    boots_to_the_root_over_dhcp_and_http("6.1", false);
+    boots_to_the_root_over_dhcp_and_http("6.1", false, false);
 }
 
 /// 6.1 with `.ko.xz` modules: the kernel cannot decompress, the init does.
 #[test]
 fn boots_6_1_with_xz_modules() {
-    boots_to_the_root_over_dhcp_and_http("6.1", true);
+    boots_to_the_root_over_dhcp_and_http("6.1", true, false);
 }
 
 /// 6.12: Debian's `.ko.xz`, decompressed by the kernel
-/// (`MODULE_INIT_COMPRESSED_FILE`); virtio_pci is built in there.
+/// (`MODULE_INIT_COMPRESSED_FILE`); virtio_pci is built in there. The root
+/// is a tar.gz here.
 #[test]
 fn boots_6_12() {
-    boots_to_the_root_over_dhcp_and_http("6.12", false);
+    boots_to_the_root_over_dhcp_and_http("6.12", false, true);
 }
 
 #[test]
 fn a_missing_nic_driver_fails_in_stage_interface() {
-    let s = setup("6.1");
-    let url = format!("http://10.0.2.2:{}/root.cpio.gz", s.server.port);
+    let s = setup("6.1", false);
+    let url = format!("http://10.0.2.2:{}/{}", s.server.port, s.root_name);
     let mut config = config_for(&s.kver, &[], url, s.root_sha.clone());
     config.timeouts.interface_secs = 3;
     let img = initrd(&s.dir, &config, &[]);
@@ -506,8 +542,8 @@ fn a_missing_nic_driver_fails_in_stage_interface() {
 
 #[test]
 fn a_wrong_checksum_fails_in_stage_root_and_does_not_hang() {
-    let s = setup("6.1");
-    let url = format!("http://10.0.2.2:{}/root.cpio.gz", s.server.port);
+    let s = setup("6.1", false);
+    let url = format!("http://10.0.2.2:{}/{}", s.server.port, s.root_name);
     let wrong = "0".repeat(64);
     let config = config_for(&s.kver, &s.modules, url, wrong.clone());
     let img = initrd(&s.dir, &config, &s.modules);
