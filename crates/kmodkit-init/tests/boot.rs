@@ -271,23 +271,34 @@ fn initrd(dir: &Path, config: &Config, modules: &[(ModuleSpec, PathBuf)]) -> Pat
     out
 }
 
-/// `python3 -m http.server` on 127.0.0.1, an ephemeral port; killed on drop.
+/// Python's `http.server` on 127.0.0.1, an ephemeral port, answering the
+/// first `fail_first` requests with 503 (a server still starting); killed
+/// on drop.
 struct HttpServer {
     child: Child,
     port: u16,
 }
 
 impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
+    fn start(dir: &Path, fail_first: u32) -> HttpServer {
         require("python3", "python3");
         let script = "import functools,http.server,sys\n\
-                      h=functools.partial(http.server.SimpleHTTPRequestHandler,directory=sys.argv[1])\n\
+                      class H(http.server.SimpleHTTPRequestHandler):\n\
+                      \x20   left=int(sys.argv[2])\n\
+                      \x20   def do_GET(self):\n\
+                      \x20       if H.left > 0:\n\
+                      \x20           H.left -= 1\n\
+                      \x20           self.send_error(503)\n\
+                      \x20       else:\n\
+                      \x20           super().do_GET()\n\
+                      h=functools.partial(H,directory=sys.argv[1])\n\
                       s=http.server.ThreadingHTTPServer(('127.0.0.1',0),h)\n\
                       print(s.server_address[1],flush=True)\n\
                       s.serve_forever()\n";
         let mut child = Command::new("python3")
             .args(["-c", script])
             .arg(dir)
+            .arg(fail_first.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -309,7 +320,7 @@ impl Drop for HttpServer {
 }
 
 /// Boots and returns the serial console output and how long qemu ran.
-fn boot(vmlinuz: &Path, initrd: &Path) -> (String, Duration) {
+fn boot(vmlinuz: &Path, initrd: &Path, append: &str) -> (String, Duration) {
     require("qemu-system-x86_64", "qemu-system-x86");
     let started = std::time::Instant::now();
     let out = Command::new("timeout")
@@ -326,15 +337,18 @@ fn boot(vmlinuz: &Path, initrd: &Path) -> (String, Duration) {
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 loglevel=4"])
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 loglevel=4 {append}"))
         .args(["-nic", "user,model=virtio-net-pci"])
         .stdin(Stdio::null())
         .output()
         .expect("cannot run qemu");
-    (
-        String::from_utf8_lossy(&out.stdout).replace('\r', ""),
-        started.elapsed(),
-    )
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    // For debugging a boot: KMODKIT_BOOT_CONSOLE=FILE keeps the last console.
+    if let Some(file) = std::env::var_os("KMODKIT_BOOT_CONSOLE") {
+        let _ = std::fs::write(file, &console);
+    }
+    (console, started.elapsed())
 }
 
 fn config_for(
@@ -400,6 +414,10 @@ fn xz_modules(dir: &Path, modules: Vec<(ModuleSpec, PathBuf)>) -> Vec<(ModuleSpe
 }
 
 fn setup(series: &str, tar_root: bool) -> Setup {
+    setup_serving(series, tar_root, 0)
+}
+
+fn setup_serving(series: &str, tar_root: bool, fail_first: u32) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let (kver, vmlinuz) = kernel(series);
@@ -410,7 +428,7 @@ fn setup(series: &str, tar_root: bool) -> Setup {
     let root_name = image.file_name().unwrap().to_string_lossy().into_owned();
     std::fs::rename(&image, served.join(&root_name)).unwrap();
     let root_sha = sha256_file(&served.join(&root_name));
-    let server = HttpServer::start(&served);
+    let server = HttpServer::start(&served, fail_first);
     Setup {
         _dir: dir,
         dir: path,
@@ -448,7 +466,7 @@ fn boots_to_the_root_over_dhcp_and_http(series: &str, compress: bool, tar_root: 
     let url = format!("http://10.0.2.2:{}/{}", s.server.port, s.root_name);
     let config = config_for(&s.kver, &s.modules, url, s.root_sha.clone());
     let img = initrd(&s.dir, &config, &s.modules);
-    let (console, took) = boot(&s.vmlinuz, &img);
+    let (console, took) = boot(&s.vmlinuz, &img, "");
     let names: Vec<&str> = s.modules.iter().map(|(m, _)| m.name.as_str()).collect();
     assert!(
         names.contains(&"virtio_net") && names.contains(&"net_failover"),
@@ -518,7 +536,7 @@ fn a_missing_nic_driver_fails_in_stage_interface() {
     let mut config = config_for(&s.kver, &[], url, s.root_sha.clone());
     config.timeouts.interface_secs = 3;
     let img = initrd(&s.dir, &config, &[]);
-    let (console, took) = boot(&s.vmlinuz, &img);
+    let (console, took) = boot(&s.vmlinuz, &img, "");
     let failed = console
         .lines()
         .find(|l| l.contains("FAILED in stage interface: "))
@@ -547,7 +565,7 @@ fn a_wrong_checksum_fails_in_stage_root_and_does_not_hang() {
     let wrong = "0".repeat(64);
     let config = config_for(&s.kver, &s.modules, url, wrong.clone());
     let img = initrd(&s.dir, &config, &s.modules);
-    let (console, took) = boot(&s.vmlinuz, &img);
+    let (console, took) = boot(&s.vmlinuz, &img, "");
     let failed = console
         .lines()
         .find(|l| l.contains("FAILED in stage root: "))
@@ -565,4 +583,44 @@ fn a_wrong_checksum_fails_in_stage_root_and_does_not_hang() {
         "qemu ran into the timeout: the init hung"
     );
     assert!(!has_line(&console, MARKER));
+}
+
+/// The kernel command line overrides the configuration: dracut's static
+/// `ip=` instead of DHCP, and `kmodkit.debug`; the HTTP server answers 503
+/// twice first, and the init's retries get the image.
+#[test]
+fn static_ip_from_the_command_line_and_http_retries() {
+    let s = setup_serving("6.1", false, 2);
+    let url = format!("http://10.0.2.2:{}/{}", s.server.port, s.root_name);
+    let config = config_for(&s.kver, &s.modules, url, s.root_sha.clone());
+    let img = initrd(&s.dir, &config, &s.modules);
+    let (console, took) = boot(
+        &s.vmlinuz,
+        &img,
+        "ip=10.0.2.77::10.0.2.2:255.255.255.0:node77:eth0:none kmodkit.debug",
+    );
+    for needle in [
+        "] network: eth0 10.0.2.77/24 via 10.0.2.2 from static configuration in ",
+        "] root: attempt 1 of 3: http://10.0.2.2:",
+        "server answered HTTP/1.0 503 Service Unavailable; again in 1 s",
+        "] root: attempt 2 of 3: ",
+        "again in 2 s",
+        "ROOT-LEASE address=10.0.2.77",
+        "ROOT-LEASE hostname=node77",
+        "ROOT-LEASE source=static",
+        "ROOT-CHECK root-is-tmpfs",
+        MARKER,
+    ] {
+        assert!(
+            has_line(&console, needle),
+            "{needle:?} not on the console ({took:?}); tail:\n{}",
+            tail(&console)
+        );
+    }
+    assert!(!has_line(&console, "dhcp: offer"), "{}", tail(&console));
+    assert!(
+        has_line(&console, "modules: virtio_net New in "),
+        "kmodkit.debug: {}",
+        tail(&console)
+    );
 }
