@@ -149,6 +149,8 @@ pub enum RootSource {
 pub struct Timeouts {
     /// Wait for the interface to appear.
     pub interface_secs: u64,
+    /// Wait for carrier once it is up (DHCP starts anyway after it).
+    pub carrier_secs: u64,
     /// One DHCP exchange.
     pub dhcp_secs: u64,
     /// DHCP exchanges before giving up.
@@ -163,6 +165,7 @@ impl Default for Timeouts {
     fn default() -> Timeouts {
         Timeouts {
             interface_secs: 30,
+            carrier_secs: 30,
             dhcp_secs: 60,
             dhcp_attempts: 3,
             root_attempts: 5,

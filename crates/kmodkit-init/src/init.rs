@@ -191,11 +191,25 @@ fn wait_for_interface(config: &Config) -> Result<Link, Failure> {
     socket
         .set_up(link.index)
         .map_err(|e| fail("interface", format!("{}: {e}", link.name), check))?;
+    let carrier = socket
+        .wait_for_carrier(
+            link.index,
+            Duration::from_secs(config.timeouts.carrier_secs),
+        )
+        .map_err(|e| fail("interface", format!("{}: {e}", link.name), check))?;
     log(&format!(
-        "interface: {} ({}) up in {:.2} s",
+        "interface: {} ({}) up in {:.2} s, {}",
         link.name,
         kmodkit_init::dhcp::client_id::colon_hex(&link.address),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        if carrier {
+            "carrier".to_string()
+        } else {
+            format!(
+                "no carrier after {} s (cable, switch port, IB subnet manager?); trying anyway",
+                config.timeouts.carrier_secs
+            )
+        }
     ));
     Ok(link)
 }

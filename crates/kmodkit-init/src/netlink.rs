@@ -337,6 +337,45 @@ impl RouteSocket {
         timeout: Duration,
     ) -> Result<Link, NetlinkError> {
         let started = Instant::now();
+        self.wait_until(&|link| wanted.matches(link), timeout)?
+            .map_err(|seen| {
+                let seen = if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.iter()
+                        .map(|l| format!("{} ({})", l.name, hex_colon(&l.address)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                NetlinkError::Timeout {
+                    wanted: wanted.describe(),
+                    waited: started.elapsed(),
+                    seen,
+                }
+            })
+    }
+
+    /// Waits until link `index` has carrier (`IFF_LOWER_UP`: cable and
+    /// autonegotiation on Ethernet, an active port on InfiniBand, which
+    /// waits for the subnet manager); false after `timeout`.
+    pub fn wait_for_carrier(
+        &mut self,
+        index: u32,
+        timeout: Duration,
+    ) -> Result<bool, NetlinkError> {
+        let lower_up = libc::IFF_LOWER_UP as u32;
+        let found = self.wait_until(&|l| l.index == index && l.flags & lower_up != 0, timeout)?;
+        Ok(found.is_ok())
+    }
+
+    /// A dump, then notifications, until `wanted` matches a link (Ok) or
+    /// the time is up (Err with every link seen).
+    fn wait_until(
+        &mut self,
+        wanted: &dyn Fn(&Link) -> bool,
+        timeout: Duration,
+    ) -> Result<Result<Link, Vec<Link>>, NetlinkError> {
+        let started = Instant::now();
         let mut seen: Vec<Link> = Vec::new();
         let mut body = vec![0u8; IFINFOMSG_LEN];
         body[0] = libc::AF_UNSPEC as u8;
@@ -348,19 +387,7 @@ impl RouteSocket {
         loop {
             let left = timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
-                let seen = if seen.is_empty() {
-                    "none".to_string()
-                } else {
-                    seen.iter()
-                        .map(|l| format!("{} ({})", l.name, hex_colon(&l.address)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                return Err(NetlinkError::Timeout {
-                    wanted: wanted.describe(),
-                    waited: started.elapsed(),
-                    seen,
-                });
+                return Ok(Err(seen));
             }
             let Some(messages) = self.recv(left)? else {
                 continue;
@@ -370,8 +397,8 @@ impl RouteSocket {
                     continue;
                 }
                 if let Some(link) = parse_link(&body) {
-                    if wanted.matches(&link) {
-                        return Ok(link);
+                    if wanted(&link) {
+                        return Ok(Ok(link));
                     }
                     if !seen.iter().any(|l| l.index == link.index) {
                         seen.push(link);

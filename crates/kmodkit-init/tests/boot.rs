@@ -479,6 +479,7 @@ fn boots_to_the_root_over_dhcp_and_http(series: &str, compress: bool, tar_root: 
         format!("] modules: loaded {} in ", s.modules.len()),
         format!(" already present, {decompressed_here} decompressed here, "),
         "] interface: eth0 (52:54:00:12:34:56) up in ".to_string(),
+        " s, carrier".to_string(),
         "] network: eth0 10.0.2.15/24 via 10.0.2.2 from DHCP server 10.0.2.2 in ".to_string(),
         format!(
             ", sha256 ok, {}.gz with ",
