@@ -150,7 +150,25 @@ fn load_modules(config: &Config) -> Result<(), Failure> {
     let decompresses = modules::kernel_decompresses(Path::new("/sys"));
     let report =
         modules::load_all(Path::new("/"), &config.modules, decompresses).map_err(|errors| {
-            let reasons: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            // The kernel's own words, which `quiet` keeps off the console.
+            let reasons: Vec<String> = errors
+                .iter()
+                .map(|e| {
+                    let kernel = system::kernel_log_lines(&format!("{}: ", e.module()));
+                    if kernel.is_empty() {
+                        e.to_string()
+                    } else {
+                        let last: Vec<&str> = kernel
+                            .iter()
+                            .rev()
+                            .take(3)
+                            .rev()
+                            .map(String::as_str)
+                            .collect();
+                        format!("{e} [kernel: {}]", last.join(" | "))
+                    }
+                })
+                .collect();
             fail(
                 "modules",
                 reasons.join("; "),

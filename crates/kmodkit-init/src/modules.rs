@@ -58,6 +58,17 @@ pub enum ModuleError {
     },
 }
 
+impl ModuleError {
+    /// The module the error is about.
+    pub fn module(&self) -> &str {
+        match self {
+            ModuleError::Order { module, .. }
+            | ModuleError::Open { module, .. }
+            | ModuleError::Refused { module, .. } => module,
+        }
+    }
+}
+
 /// Outcome of one module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loaded {

@@ -133,6 +133,36 @@ pub fn kernel_release() -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The kernel log's lines that start with `prefix` (after the level and
+/// time stamp), e.g. `"virtio_net: "`: with `quiet` or a low `loglevel`
+/// the loader's reason ("Unknown symbol ...") is not on the console.
+pub fn kernel_log_lines(prefix: &str) -> Vec<String> {
+    const SYSLOG_ACTION_READ_ALL: libc::c_int = 3;
+    const SYSLOG_ACTION_SIZE_BUFFER: libc::c_int = 10;
+    // SAFETY: SIZE_BUFFER takes no buffer.
+    let size = unsafe { libc::klogctl(SYSLOG_ACTION_SIZE_BUFFER, std::ptr::null_mut(), 0) };
+    let mut buf = vec![0u8; size.clamp(4096, 1 << 22) as usize];
+    // SAFETY: buf is writable for its length.
+    let n = unsafe {
+        libc::klogctl(
+            SYSLOG_ACTION_READ_ALL,
+            buf.as_mut_ptr().cast(),
+            buf.len() as libc::c_int,
+        )
+    };
+    if n <= 0 {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&buf[..n as usize])
+        .lines()
+        .filter_map(|line| {
+            // "<4>[    2.840000] virtio_net: Unknown symbol ..."
+            let text = line.split_once("] ").map_or(line, |(_, rest)| rest);
+            text.starts_with(prefix).then(|| text.to_string())
+        })
+        .collect()
+}
+
 /// Deletes everything under `dir` that lives on device `dev` (the
 /// initramfs), not descending into other mounts.
 pub fn delete_on_device(dir: &Path, dev: u64) -> usize {
