@@ -435,6 +435,27 @@ mod tests {
     }
 
     #[test]
+    fn ip_dhcp_replaces_a_static_configuration() {
+        let mut config = sample();
+        config
+            .apply_cmdline("ip=10.1.1.5::10.1.1.1:24::ib0:none")
+            .unwrap();
+        assert!(matches!(
+            config.network,
+            NetworkMode::Static { prefix_len: 24, .. }
+        ));
+        config.apply_cmdline("ip=dhcp").unwrap();
+        assert!(matches!(
+            config.network,
+            NetworkMode::Dhcp {
+                client_id: None,
+                ..
+            }
+        ));
+        assert_eq!(config.interface, InterfaceSelector::Name("ib0".into()));
+    }
+
+    #[test]
     fn bad_ip_is_named() {
         let err = sample().apply_cmdline("ip=1.2.3.4:x").unwrap_err();
         assert_eq!(err.parameter, "ip=1.2.3.4:x");

@@ -41,6 +41,15 @@ fn log(line: &str) {
 
 /// Runs the init; never returns.
 pub fn main() -> ! {
+    // A panic must not end PID 1 (the kernel would panic with "Attempted to
+    // kill init" and the reason scrolled away): report it like a failure
+    // and stop here, whichever thread it was.
+    std::panic::set_hook(Box::new(|info| {
+        log(&format!(
+            "FAILED in stage internal: {info}; check: this is a bug in kmodkit-init, please report the line above"
+        ));
+        system::halt_forever()
+    }));
     let mut on_failure = OnFailure::Halt;
     let failure = match run(&mut on_failure) {
         Ok(never) => match never {},
