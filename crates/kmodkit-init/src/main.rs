@@ -1,7 +1,9 @@
-//! `kmodkit-init`: today only the `dhcp-probe` subcommand, which runs one
-//! DHCP exchange on an interface and prints the lease; the tests use it,
-//! and an administrator can check a reservation with it. The `/init`
-//! stages (mounts, modules, root, switch_root) join here as issue 16 goes on.
+//! `kmodkit-init`: the `/init` of a diskless image when it runs as PID 1
+//! (or with the `init` subcommand; see `init.rs`), and `dhcp-probe`, which
+//! runs one DHCP exchange on an interface and prints the lease; the tests
+//! use it, and an administrator can check a reservation with it.
+
+mod init;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +13,8 @@ use kmodkit_init::dhcp::client::{Client, ClientConfig, Event, LinkMode, SystemCl
 use kmodkit_init::dhcp::client_id::{ClientIdStyle, MacAddress, PortGuid, PortIdentity};
 use kmodkit_init::dhcp::socket::{Interface, PacketSocket};
 
-const USAGE: &str = "usage: kmodkit-init dhcp-probe --iface IF [--ipoib] [--client-id flexboot|infiniband|ipxe|ethernet|HEX]
+const USAGE: &str = "usage: kmodkit-init [init]   (as PID 1: the /init stages, configured by /etc/kmodkit-init.json)
+       kmodkit-init dhcp-probe --iface IF [--ipoib] [--client-id flexboot|infiniband|ipxe|ethernet|HEX]
                           [--mac MAC] [--guid GUID] [--timeout SECS] [--broadcast] [--lease-file PATH]
 
 Runs DISCOVER/OFFER/REQUEST/ACK once on IF from a raw packet socket (root) and prints
@@ -171,7 +174,13 @@ fn dhcp_probe(probe: Probe) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The kernel runs /init with no arguments, or with the ones of the
+    // command line it did not understand: as PID 1 always the init.
+    if std::process::id() == 1 {
+        init::main();
+    }
     match args.first().map(String::as_str) {
+        Some("init") => init::main(),
         Some("dhcp-probe") => {}
         Some("-h" | "--help") => {
             println!("{USAGE}");
