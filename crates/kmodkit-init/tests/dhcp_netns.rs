@@ -441,7 +441,9 @@ fn ipoib_messages_on_the_wire_and_a_timeout_naming_the_stage() {
     let (out, elapsed) = lab.probe(&["--ipoib", "--guid", GUID, "--timeout", "4"]);
     stop(tshark);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    // Timeout 4 s; the margin is for a loaded machine (process start,
+    // namespace setup), still far from a hang.
+    assert!(elapsed < Duration::from_secs(12), "took {elapsed:?}");
     let err = stderr(&out);
     assert!(
         err.contains("no answer in stage DHCPDISCOVER") && err.contains("IPoIB"),
