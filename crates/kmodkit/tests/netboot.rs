@@ -19,10 +19,11 @@ use kmodkit_initramfs::read::NoProgress;
 
 const MARKER: &str = "KMODKIT-NETBOOT-ROOT-OK";
 
-/// The driver list.
-const DRIVERS: [&str; 9] = [
-    "mlx4_en", "mlx4_ib", "mlx5_core", "mlx5_ib", "ib_ipoib", "rdma_ucm", "ib_umad", "virtio_net",
-    "rdma_rxe",
+/// The driver list, and virtio_pci: the PCI transport of qemu's
+/// NIC is not in virtio_net's modules.dep closure and is a module on 6.1.
+const DRIVERS: [&str; 10] = [
+    "mlx4_en", "mlx4_ib", "mlx5_core", "mlx5_ib", "ib_ipoib", "rdma_ucm", "ib_umad", "virtio_pci",
+    "virtio_net", "rdma_rxe",
 ];
 
 fn kernel_61() -> String {
