@@ -161,47 +161,6 @@ pub fn require_tool(tool: &str, package: &str) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_order_is_numeric() {
-        assert!(version_key("6.1.0-57-amd64") > version_key("6.1.0-9-amd64"));
-        assert!(version_key("6.12.117+deb12-amd64") > version_key("6.1.0-57-amd64"));
-    }
-
-    /// The lists scripts/oot-fixtures wrote name real trees: each Kbuild
-    /// environment has the files `make -C` needs, each source a dkms.conf,
-    /// and the newest 6.1 kernel has an environment.
-    #[test]
-    fn oot_lists_name_real_trees() {
-        let envs = kbuild_environments();
-        for (k, dir) in &envs {
-            for f in ["Makefile", "Module.symvers", ".config", "scripts"] {
-                assert!(dir.join(f).exists(), "{k}: {} has no {f}", dir.display());
-            }
-        }
-        let newest = newest_kernel("6.1");
-        assert!(
-            envs.iter().any(|(k, _)| *k == newest),
-            "no Kbuild environment for {newest}"
-        );
-        let sources: Vec<_> = dkms_sources()
-            .into_iter()
-            .chain(in_tree_replacing_sources())
-            .collect();
-        assert!(!sources.is_empty());
-        for s in sources {
-            assert!(
-                s.join("dkms.conf").is_file(),
-                "{}: no dkms.conf",
-                s.display()
-            );
-        }
-    }
-}
-
 /// The static kmodkit-init as it ships — `+crt-static` (glibc), release,
 /// symbols stripped — built once per test process with the cargo that runs
 /// the tests, in its own target directory `<cache>/init-target` (the shared
@@ -247,4 +206,45 @@ pub fn static_kmodkit_init() -> &'static std::path::Path {
         }
         binary
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_order_is_numeric() {
+        assert!(version_key("6.1.0-57-amd64") > version_key("6.1.0-9-amd64"));
+        assert!(version_key("6.12.117+deb12-amd64") > version_key("6.1.0-57-amd64"));
+    }
+
+    /// The lists scripts/oot-fixtures wrote name real trees: each Kbuild
+    /// environment has the files `make -C` needs, each source a dkms.conf,
+    /// and the newest 6.1 kernel has an environment.
+    #[test]
+    fn oot_lists_name_real_trees() {
+        let envs = kbuild_environments();
+        for (k, dir) in &envs {
+            for f in ["Makefile", "Module.symvers", ".config", "scripts"] {
+                assert!(dir.join(f).exists(), "{k}: {} has no {f}", dir.display());
+            }
+        }
+        let newest = newest_kernel("6.1");
+        assert!(
+            envs.iter().any(|(k, _)| *k == newest),
+            "no Kbuild environment for {newest}"
+        );
+        let sources: Vec<_> = dkms_sources()
+            .into_iter()
+            .chain(in_tree_replacing_sources())
+            .collect();
+        assert!(!sources.is_empty());
+        for s in sources {
+            assert!(
+                s.join("dkms.conf").is_file(),
+                "{}: no dkms.conf",
+                s.display()
+            );
+        }
+    }
 }

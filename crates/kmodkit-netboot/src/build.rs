@@ -111,7 +111,12 @@ fn entry(name: &str, file_type: FileType, perm: u32, mtime: u64) -> SourceEntry 
     e
 }
 
-fn file_entry(name: &str, source: &Path, perm: u32, mtime: u64) -> Result<SourceEntry, NetbootError> {
+fn file_entry(
+    name: &str,
+    source: &Path,
+    perm: u32,
+    mtime: u64,
+) -> Result<SourceEntry, NetbootError> {
     let mut e = entry(name, FileType::Regular, perm, mtime);
     e.size = std::fs::metadata(source)
         .map_err(|source_err| NetbootError::Io {
@@ -125,7 +130,10 @@ fn file_entry(name: &str, source: &Path, perm: u32, mtime: u64) -> Result<Source
 
 /// Resolves, renders every file in memory, computes the manifest.
 pub fn build(req: &BuildRequest) -> Result<BootSet, NetbootError> {
-    let vmlinuz_path = req.root.join("boot").join(format!("vmlinuz-{}", req.kernel));
+    let vmlinuz_path = req
+        .root
+        .join("boot")
+        .join(format!("vmlinuz-{}", req.kernel));
     if !vmlinuz_path.is_file() {
         return Err(NetbootError::Invalid(format!(
             "{}: no kernel image; install the kernel package for {} under {} (or give --kernel the release that is there)",
@@ -226,7 +234,10 @@ pub fn build(req: &BuildRequest) -> Result<BootSet, NetbootError> {
             continue;
         }
         entries.push(file_entry(&path, &fw.source, 0o644, req.mtime)?);
-        sha256.insert(format!("initrd.img:/{path}"), sha256_hex(&read(&fw.source)?));
+        sha256.insert(
+            format!("initrd.img:/{path}"),
+            sha256_hex(&read(&fw.source)?),
+        );
         firmware.push(fw.relpath.clone());
     }
     let mut console = entry("dev/console", FileType::CharDevice, 0o600, req.mtime);

@@ -146,7 +146,9 @@ mod tests {
         assert_eq!(nodes.len(), 2);
         assert!(nodes[0].port.mac.is_some());
         assert!(nodes[1].port.guid.is_some());
-        let err = parse_nodes("n1 zz 10.0.0.1\n", "nodes").unwrap_err().to_string();
+        let err = parse_nodes("n1 zz 10.0.0.1\n", "nodes")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("nodes:1:"), "{err}");
         let d = dhcpd(&nodes, Some("http://10.0.0.1/boot.ipxe"));
         assert!(d.contains("option dhcp-client-identifier ff:00:00:00:00:00:02:00:00:02:c9:00:f4:52:14:03:00:38:39:81;"), "{d}");

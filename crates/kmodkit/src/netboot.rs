@@ -42,7 +42,7 @@ kmodkit netboot build --root /srv/node-image --kernel 6.12.117+deb12-amd64 --out
 kmodkit netboot build --kernel 6.1.0-56-amd64 --out out --net 10.0.0.11/24,10.0.0.1 \\\n    \
 --root-url http://10.0.0.1/root.cpio.gz --root-image root.cpio.gz virtio_net"
     )]
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// DHCP server configuration (dnsmasq or ISC dhcpd) giving each node one address in every boot stage
     #[command(
         long_about = "Write DHCP server configuration from a node list (one node a line: \
@@ -105,7 +105,11 @@ pub struct BuildArgs {
     #[arg(long, value_name = "BASE")]
     pub url: Option<String>,
     /// Kernel command line in boot.ipxe (after initrd=initrd.img)
-    #[arg(long, value_name = "ARGS", default_value = "console=tty0 console=ttyS0,115200n8")]
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "console=tty0 console=ttyS0,115200n8"
+    )]
     pub cmdline: String,
     /// Compression of initrd.img
     #[arg(long, value_enum, default_value = "zstd")]
@@ -176,7 +180,11 @@ fn default_init() -> Result<PathBuf> {
     )
 }
 
-fn parse_net(net: &str, hostname: Option<String>, client_id: Option<String>) -> Result<NetworkMode> {
+fn parse_net(
+    net: &str,
+    hostname: Option<String>,
+    client_id: Option<String>,
+) -> Result<NetworkMode> {
     if net == "dhcp" {
         if let Some(id) = &client_id {
             id.parse::<ClientIdStyle>()
@@ -194,7 +202,9 @@ fn parse_net(net: &str, hostname: Option<String>, client_id: Option<String>) -> 
         Some((c, g)) => (c, Some(g)),
         None => (net, None),
     };
-    let usage = || format!("--net {net}: expected `dhcp` or `ADDR/PREFIX[,GATEWAY]` (10.0.0.11/24,10.0.0.1)");
+    let usage = || {
+        format!("--net {net}: expected `dhcp` or `ADDR/PREFIX[,GATEWAY]` (10.0.0.11/24,10.0.0.1)")
+    };
     let (addr, prefix) = cidr.split_once('/').with_context(usage)?;
     let address: Ipv4Addr = addr.parse().ok().with_context(usage)?;
     let prefix_len: u8 = prefix
@@ -218,7 +228,9 @@ fn parse_net(net: &str, hostname: Option<String>, client_id: Option<String>) -> 
 fn parse_iface(iface: Option<&str>) -> InterfaceSelector {
     match iface {
         None => InterfaceSelector::FirstEthernet,
-        Some(s) if s.parse::<MacAddress>().is_ok() => InterfaceSelector::Mac(s.to_ascii_lowercase()),
+        Some(s) if s.parse::<MacAddress>().is_ok() => {
+            InterfaceSelector::Mac(s.to_ascii_lowercase())
+        }
         Some(s) if s.parse::<PortGuid>().is_ok() => InterfaceSelector::Guid(s.to_ascii_lowercase()),
         Some(s) => InterfaceSelector::Name(s.to_string()),
     }

@@ -22,8 +22,16 @@ const MARKER: &str = "KMODKIT-NETBOOT-ROOT-OK";
 /// The driver list, and virtio_pci: the PCI transport of qemu's
 /// NIC is not in virtio_net's modules.dep closure and is a module on 6.1.
 const DRIVERS: [&str; 10] = [
-    "mlx4_en", "mlx4_ib", "mlx5_core", "mlx5_ib", "ib_ipoib", "rdma_ucm", "ib_umad", "virtio_pci",
-    "virtio_net", "rdma_rxe",
+    "mlx4_en",
+    "mlx4_ib",
+    "mlx5_core",
+    "mlx5_ib",
+    "ib_ipoib",
+    "rdma_ucm",
+    "ib_umad",
+    "virtio_pci",
+    "virtio_net",
+    "rdma_rxe",
 ];
 
 fn kernel_61() -> String {
@@ -32,7 +40,11 @@ fn kernel_61() -> String {
         .into_iter()
         .filter(|(k, s)| {
             s == "6.1"
-                && root.join("lib/modules").join(k).join("modules.dep").is_file()
+                && root
+                    .join("lib/modules")
+                    .join(k)
+                    .join("modules.dep")
+                    .is_file()
                 && root.join("boot").join(format!("vmlinuz-{k}")).is_file()
         })
         .map(|(k, _)| k)
@@ -167,7 +179,13 @@ impl Drop for HttpServer {
     }
 }
 
-fn build(kver: &str, out: &Path, root_url: &str, root_image: &Path, drivers: &[&str]) -> serde_json::Value {
+fn build(
+    kver: &str,
+    out: &Path,
+    root_url: &str,
+    root_image: &Path,
+    drivers: &[&str],
+) -> serde_json::Value {
     let mut cmd = kmodkit();
     cmd.args(["netboot", "build", "--root"])
         .arg(kmodkit_fixtures::fixture_root())
@@ -234,18 +252,29 @@ fn build_matches_kmod_is_reproducible_and_boots() {
     for (i, m) in manifest["modules"].as_array().unwrap().iter().enumerate() {
         for dep in m["depends"].as_array().unwrap() {
             let at = modules.iter().position(|n| n == dep.as_str().unwrap());
-            assert!(at.is_some_and(|at| at < i), "{} loads before its dependency {dep}", m["name"]);
+            assert!(
+                at.is_some_and(|at| at < i),
+                "{} loads before its dependency {dep}",
+                m["name"]
+            );
         }
     }
     let sha = &manifest["sha256"];
     for name in ["vmlinuz", "initrd.img", "boot.ipxe"] {
         let bytes = std::fs::read(out1.join(name)).unwrap();
-        assert_eq!(sha[name].as_str().unwrap(), kmodkit_init::rootfs::sha256_hex(&bytes), "{name}");
+        assert_eq!(
+            sha[name].as_str().unwrap(),
+            kmodkit_init::rootfs::sha256_hex(&bytes),
+            "{name}"
+        );
     }
     let vmlinuz = std::fs::read(root.join("boot").join(format!("vmlinuz-{kver}"))).unwrap();
     assert!(vmlinuz == std::fs::read(out1.join("vmlinuz")).unwrap());
     let ipxe = std::fs::read_to_string(out1.join("boot.ipxe")).unwrap();
-    assert!(ipxe.starts_with("#!ipxe\ndhcp\nkernel vmlinuz initrd=initrd.img "), "{ipxe}");
+    assert!(
+        ipxe.starts_with("#!ipxe\ndhcp\nkernel vmlinuz initrd=initrd.img "),
+        "{ipxe}"
+    );
     assert!(ipxe.contains("\ninitrd initrd.img\nboot\n"), "{ipxe}");
 
     // The initrd as GNU cpio lists it: /init, the configuration, the modules.
@@ -259,17 +288,32 @@ fn build_matches_kmod_is_reproducible_and_boots() {
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
     for want in ["init", "etc/kmodkit-init.json", "dev/console"] {
-        assert!(listing.lines().any(|l| l == want), "{want} not in the initrd:\n{listing}");
+        assert!(
+            listing.lines().any(|l| l == want),
+            "{want} not in the initrd:\n{listing}"
+        );
     }
     for m in manifest["modules"].as_array().unwrap() {
         let path = m["path"].as_str().unwrap().trim_start_matches('/');
-        assert!(listing.lines().any(|l| l == path), "{path} not in the initrd");
+        assert!(
+            listing.lines().any(|l| l == path),
+            "{path} not in the initrd"
+        );
     }
 
     // Boot it: the kernel, the initrd, qemu's user network (DHCP), the root over HTTP.
     require_tool("qemu-system-x86_64", "qemu-system-x86");
     let run = Command::new("timeout")
-        .args(["--kill-after=5", "240", "qemu-system-x86_64", "-m", "1024", "-nographic", "-no-reboot", "-kernel"])
+        .args([
+            "--kill-after=5",
+            "240",
+            "qemu-system-x86_64",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+        ])
         .arg(out1.join("vmlinuz"))
         .arg("-initrd")
         .arg(out1.join("initrd.img"))
@@ -282,16 +326,24 @@ fn build_matches_kmod_is_reproducible_and_boots() {
     if let Some(file) = std::env::var_os("KMODKIT_BOOT_CONSOLE") {
         let _ = std::fs::write(file, &console);
     }
-    assert!(console.contains(MARKER), "the root's init did not run:\n{console}");
+    assert!(
+        console.contains(MARKER),
+        "the root's init did not run:\n{console}"
+    );
     let loaded: Vec<&str> = console
         .lines()
         .filter_map(|l| l.strip_prefix("ROOT-MODULE "))
         .collect();
     for m in &modules {
-        assert!(loaded.contains(&m.as_str()), "{m} not in /proc/modules of the booted root:\n{console}");
+        assert!(
+            loaded.contains(&m.as_str()),
+            "{m} not in /proc/modules of the booted root:\n{console}"
+        );
     }
     assert!(
-        console.lines().any(|l| l.starts_with("ROOT-LEASE") && l.contains("10.0.2.15")),
+        console
+            .lines()
+            .any(|l| l.starts_with("ROOT-LEASE") && l.contains("10.0.2.15")),
         "no lease for 10.0.2.15 handed to the root:\n{console}"
     );
     drop(server);
@@ -316,8 +368,16 @@ fn names_as_add_drivers_words_them() {
     let unknown = cmd.arg("mlx4_enn").output().unwrap();
     assert!(!unknown.status.success());
     let err = String::from_utf8_lossy(&unknown.stderr);
-    assert!(err.contains(&format!("no module named mlx4_enn in {kver}; did you mean mlx4_en?")), "{err}");
-    assert!(!tmp.path().join("out/initrd.img").exists(), "nothing is written on error");
+    assert!(
+        err.contains(&format!(
+            "no module named mlx4_enn in {kver}; did you mean mlx4_en?"
+        )),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("out/initrd.img").exists(),
+        "nothing is written on error"
+    );
 
     let mut cmd = kmodkit();
     cmd.args(["netboot", "build", "--root"])
@@ -330,9 +390,16 @@ fn names_as_add_drivers_words_them() {
         .arg(&image)
         .args(["ib_addr", "virtio_net"]);
     let old = cmd.output().unwrap();
-    assert!(old.status.success(), "{}", String::from_utf8_lossy(&old.stderr));
+    assert!(
+        old.status.success(),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
     let text = String::from_utf8_lossy(&old.stdout);
-    assert!(text.contains(&format!("ib_addr: no such module in {kver}")), "{text}");
+    assert!(
+        text.contains(&format!("ib_addr: no such module in {kver}")),
+        "{text}"
+    );
     assert!(text.contains("ib_core is added instead"), "{text}");
 }
 
@@ -352,18 +419,33 @@ fn dhcp_config_passes_the_servers_own_checks() {
         let out = kmodkit()
             .args(["netboot", "dhcp-config", "--nodes"])
             .arg(&nodes)
-            .args(["--format", format, "--boot-url", "http://10.0.2.2/boot/boot.ipxe"])
+            .args([
+                "--format",
+                format,
+                "--boot-url",
+                "http://10.0.2.2/boot/boot.ipxe",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
 
     require_tool("dnsmasq", "dnsmasq-base");
     let dnsmasq = config("dnsmasq");
     assert!(dnsmasq.contains("dhcp-match=set:ipxe,175\n"), "{dnsmasq}");
-    assert!(dnsmasq.contains("dhcp-boot=tag:!ipxe,undionly.kpxe\n"), "{dnsmasq}");
-    assert!(dnsmasq.contains("dhcp-boot=tag:ipxe,http://10.0.2.2/boot/boot.ipxe\n"), "{dnsmasq}");
+    assert!(
+        dnsmasq.contains("dhcp-boot=tag:!ipxe,undionly.kpxe\n"),
+        "{dnsmasq}"
+    );
+    assert!(
+        dnsmasq.contains("dhcp-boot=tag:ipxe,http://10.0.2.2/boot/boot.ipxe\n"),
+        "{dnsmasq}"
+    );
     assert!(
         dnsmasq.contains("id:ff:00:00:00:00:00:02:00:00:02:c9:00:f4:52:14:03:00:38:39:81"),
         "{dnsmasq}"
@@ -387,7 +469,10 @@ fn dhcp_config_passes_the_servers_own_checks() {
         .expect("ISC dhcpd not installed: apt-get install isc-dhcp-server (scripts/fixtures does)");
     let dhcpd = config("dhcpd");
     let forms = dhcpd.matches("option dhcp-client-identifier").count();
-    assert!(forms >= 4, "every identifier form gets a host block:\n{dhcpd}");
+    assert!(
+        forms >= 4,
+        "every identifier form gets a host block:\n{dhcpd}"
+    );
     let file = tmp.path().join("dhcpd.conf");
     std::fs::write(&file, &dhcpd).unwrap();
     let test = Command::new(dhcpd_bin)
