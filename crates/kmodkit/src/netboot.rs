@@ -33,14 +33,16 @@ upper layers), firmware, the ABI guard, and names that no longer exist explained
 inputs give the same bytes (cpio mtimes are SOURCE_DATE_EPOCH, else 0). The four files replace \
 an earlier set in OUT as one step.",
         after_help = "Examples:\n  \
-kmodkit netboot build --kernel 6.1.0-56-amd64 --out /srv/boot/node \\\n    \
---root-url http://10.0.0.1/root.cpio.gz --root-image /srv/boot/root.cpio.gz \\\n    \
+kmodkit netboot build -k 6.1.0-56-amd64 -o /srv/boot/node \\\n    \
+--root-url http://10.0.0.1/root.cpio.gz --root-image root.cpio.gz \\\n    \
 mlx4_en mlx4_ib mlx5_core mlx5_ib ib_ipoib rdma_ucm ib_umad\n  \
-kmodkit netboot build --root /srv/node-image --kernel 6.12.117+deb12-amd64 --out out \\\n    \
---iface f4:52:14:03:00:38:39:81 --client-id flexboot --url http://10.0.0.1/boot \\\n    \
---root-url http://10.0.0.1/root.cpio.gz --root-image root.cpio.gz --json mlx5_ib ib_ipoib\n  \
-kmodkit netboot build --kernel 6.1.0-56-amd64 --out out --net 10.0.0.11/24,10.0.0.1 \\\n    \
---root-url http://10.0.0.1/root.cpio.gz --root-image root.cpio.gz virtio_net"
+kmodkit netboot build --root /srv/node-image -k 6.12.117+deb12-amd64 \\\n    \
+-o out --iface f4:52:14:03:00:38:39:81 --client-id flexboot \\\n    \
+--url http://10.0.0.1/boot --root-url http://10.0.0.1/root.cpio.gz \\\n    \
+--root-image root.cpio.gz --json mlx5_ib ib_ipoib\n  \
+kmodkit netboot build -k 6.1.0-56-amd64 -o out \\\n    \
+--net 10.0.0.11/24,10.0.0.1 --root-url http://10.0.0.1/root.cpio.gz \\\n    \
+--root-image root.cpio.gz virtio_pci virtio_net"
     )]
     Build(Box<BuildArgs>),
     /// DHCP server configuration (dnsmasq or ISC dhcpd) giving each node one address in every boot stage
@@ -51,9 +53,10 @@ sends in some boot stage (FlexBoot `ff:00:00:00:00:00:02:00:00:02:c9:00:GUID`, i
 the OS `20:GUID`, the Ethernet MAC) is mapped to the node's one address. With --boot-url, \
 clients that are not iPXE yet are sent undionly.kpxe and iPXE is sent the boot script.",
         after_help = "Examples:\n  \
-kmodkit netboot dhcp-config --nodes nodes.txt --boot-url http://10.0.0.1/boot/boot.ipxe \\\n    \
-> /etc/dnsmasq.d/kmodkit.conf\n  \
-kmodkit netboot dhcp-config --nodes nodes.txt --format dhcpd >> /etc/dhcp/dhcpd.conf"
+kmodkit netboot dhcp-config --nodes nodes.txt \\\n    \
+--boot-url http://10.0.0.1/boot/boot.ipxe > /etc/dnsmasq.d/kmodkit.conf\n  \
+kmodkit netboot dhcp-config --nodes nodes.txt --format dhcpd \\\n    \
+>> /etc/dhcp/dhcpd.conf"
     )]
     DhcpConfig(DhcpConfigArgs),
 }
