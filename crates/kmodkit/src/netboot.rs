@@ -348,3 +348,53 @@ fn run_dhcp_config(a: &DhcpConfigArgs) -> Result<bool> {
     std::io::stdout().lock().write_all(config.as_bytes())?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_forms() {
+        let dhcp = parse_net("dhcp", None, Some("flexboot".into())).unwrap();
+        assert!(
+            matches!(dhcp, NetworkMode::Dhcp { client_id: Some(ref c), .. } if c == "flexboot")
+        );
+        assert!(parse_net("dhcp", None, Some("nonsense-style".into())).is_err());
+        let fixed = parse_net("10.0.0.11/24,10.0.0.1", Some("n1".into()), None).unwrap();
+        assert_eq!(
+            fixed,
+            NetworkMode::Static {
+                address: "10.0.0.11".parse().unwrap(),
+                prefix_len: 24,
+                gateway: Some("10.0.0.1".parse().unwrap()),
+                dns: Vec::new(),
+                hostname: Some("n1".into()),
+            }
+        );
+        for bad in ["10.0.0.11", "10.0.0.11/33", "10.0.0/24", "10.0.0.11/24,gw"] {
+            let e = parse_net(bad, None, None).unwrap_err().to_string();
+            assert!(
+                e.contains("expected `dhcp` or `ADDR/PREFIX[,GATEWAY]`"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(parse_net("10.0.0.11/24", None, Some("flexboot".into())).is_err());
+    }
+
+    #[test]
+    fn iface_forms() {
+        assert_eq!(parse_iface(None), InterfaceSelector::FirstEthernet);
+        assert_eq!(
+            parse_iface(Some("52:54:00:12:34:56")),
+            InterfaceSelector::Mac("52:54:00:12:34:56".into())
+        );
+        assert_eq!(
+            parse_iface(Some("F4:52:14:03:00:38:39:81")),
+            InterfaceSelector::Guid("f4:52:14:03:00:38:39:81".into())
+        );
+        assert_eq!(
+            parse_iface(Some("ib0")),
+            InterfaceSelector::Name("ib0".into())
+        );
+    }
+}

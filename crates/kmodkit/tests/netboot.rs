@@ -186,6 +186,17 @@ fn build(
     root_image: &Path,
     drivers: &[&str],
 ) -> serde_json::Value {
+    build_with(kver, out, root_url, root_image, drivers, &[])
+}
+
+fn build_with(
+    kver: &str,
+    out: &Path,
+    root_url: &str,
+    root_image: &Path,
+    drivers: &[&str],
+    flags: &[&str],
+) -> serde_json::Value {
     let mut cmd = kmodkit();
     cmd.args(["netboot", "build", "--root"])
         .arg(kmodkit_fixtures::fixture_root())
@@ -196,6 +207,7 @@ fn build(
         .args(["--root-url", root_url, "--root-image"])
         .arg(root_image)
         .arg("--json")
+        .args(flags)
         .args(drivers)
         .env_remove("SOURCE_DATE_EPOCH");
     let output = cmd.output().unwrap();
@@ -205,6 +217,28 @@ fn build(
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("--json prints the manifest")
+}
+
+/// Boots a set's vmlinuz and initrd.img in qemu (TCG, user network) and
+/// returns the serial console.
+fn boot(set: &Path) -> String {
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let run = Command::new("timeout")
+        .args(["--kill-after=5", "240", "qemu-system-x86_64", "-m", "1024"])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(set.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(set.join("initrd.img"))
+        .args(["-append", "console=ttyS0 panic=-1 loglevel=4"])
+        .args(["-nic", "user,model=virtio-net-pci"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&run.stdout).replace('\r', "");
+    if let Some(file) = std::env::var_os("KMODKIT_BOOT_CONSOLE") {
+        let _ = std::fs::write(file, &console);
+    }
+    console
 }
 
 fn manifest_modules(manifest: &serde_json::Value) -> Vec<String> {
@@ -302,30 +336,7 @@ fn build_matches_kmod_is_reproducible_and_boots() {
     }
 
     // Boot it: the kernel, the initrd, qemu's user network (DHCP), the root over HTTP.
-    require_tool("qemu-system-x86_64", "qemu-system-x86");
-    let run = Command::new("timeout")
-        .args([
-            "--kill-after=5",
-            "240",
-            "qemu-system-x86_64",
-            "-m",
-            "1024",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-        ])
-        .arg(out1.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(out1.join("initrd.img"))
-        .args(["-append", "console=ttyS0 panic=-1 loglevel=4"])
-        .args(["-nic", "user,model=virtio-net-pci"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let console = String::from_utf8_lossy(&run.stdout).replace('\r', "");
-    if let Some(file) = std::env::var_os("KMODKIT_BOOT_CONSOLE") {
-        let _ = std::fs::write(file, &console);
-    }
+    let console = boot(&out1);
     assert!(
         console.contains(MARKER),
         "the root's init did not run:\n{console}"
@@ -345,6 +356,47 @@ fn build_matches_kmod_is_reproducible_and_boots() {
             .lines()
             .any(|l| l.starts_with("ROOT-LEASE") && l.contains("10.0.2.15")),
         "no lease for 10.0.2.15 handed to the root:\n{console}"
+    );
+    drop(server);
+}
+
+/// `--net ADDR/PREFIX,GW`: no DHCP; the root still comes over HTTP and
+/// gets the static settings as its lease file.
+#[test]
+fn static_address_boots() {
+    let kver = kernel_61();
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = tmp.path().join("serve");
+    std::fs::create_dir(&serve).unwrap();
+    let image = root_image(&serve);
+    let server = HttpServer::start(&serve);
+    let url = format!("http://10.0.2.2:{}/root.cpio.gz", server.port);
+    let out = tmp.path().join("set");
+    let manifest = build_with(
+        &kver,
+        &out,
+        &url,
+        &image,
+        &["virtio_pci", "virtio_net"],
+        &[
+            "--net",
+            "10.0.2.77/24,10.0.2.2",
+            "--iface",
+            "52:54:00:12:34:56",
+        ],
+    );
+    assert_eq!(
+        manifest["settings"]["network"]["static"]["address"],
+        "10.0.2.77"
+    );
+    let console = boot(&out);
+    assert!(
+        console.contains(MARKER),
+        "the root's init did not run:\n{console}"
+    );
+    assert!(
+        console.lines().any(|l| l == "ROOT-LEASE address=10.0.2.77"),
+        "no static address handed to the root:\n{console}"
     );
     drop(server);
 }
