@@ -161,6 +161,53 @@ pub fn require_tool(tool: &str, package: &str) {
     );
 }
 
+/// The static kmodkit-init as it ships — `+crt-static` (glibc), release,
+/// symbols stripped — built once per test process with the cargo that runs
+/// the tests, in its own target directory `<cache>/init-target` (the shared
+/// target dir keeps its dynamic build; a second one avoids rebuilding
+/// either on every switch). The first build takes ~1.5 min on 2 cores.
+pub fn static_kmodkit_init() -> &'static std::path::Path {
+    use std::process::Command;
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target_dir = cache_dir().join("init-target");
+        let manifest =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kmodkit-init/Cargo.toml");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "kmodkit-init",
+                "--bin",
+                "kmodkit-init",
+            ])
+            .args(["--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env(
+                "RUSTFLAGS",
+                "-C target-feature=+crt-static -C strip=symbols",
+            )
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cannot run cargo");
+        assert!(status.success(), "static build of kmodkit-init failed");
+        let binary = target_dir.join("x86_64-unknown-linux-gnu/release/kmodkit-init");
+        if let Ok(out) = Command::new("file").arg(&binary).output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("statically linked") || text.contains("static-pie"),
+                "{text}"
+            );
+        }
+        binary
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,16 +7,12 @@
 //! checks the switched root and prints a marker. Every qemu run is bounded.
 //!
 //! The init is built as it ships — static (`+crt-static`, glibc), release,
-//! symbols stripped (2.3 MB) — by the test itself with the cargo that runs
-//! it, in its own target directory `~/.cache/kmodkit/init-target` (the
-//! shared target dir keeps its dynamic build; a second target dir avoids
-//! rebuilding either on every switch). The first build takes ~1.5 min on 2
-//! cores, later ones are incremental.
+//! symbols stripped (2.3 MB) — by the test itself
+//! ([`kmodkit_fixtures::static_kmodkit_init`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use kmodkit_init::config::{
@@ -34,46 +30,9 @@ fn require(tool: &str, package: &str) {
     kmodkit_fixtures::require_tool(tool, package);
 }
 
-/// The static init, built once per test run.
+/// The static init, built once per test run (see kmodkit-fixtures).
 fn static_init() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let target_dir = kmodkit_fixtures::cache_dir().join("init-target");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "kmodkit-init",
-                "--bin",
-                "kmodkit-init",
-            ])
-            .args(["--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env(
-                "RUSTFLAGS",
-                "-C target-feature=+crt-static -C strip=symbols",
-            )
-            .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cannot run cargo");
-        assert!(status.success(), "static build of kmodkit-init failed");
-        let binary = target_dir.join("x86_64-unknown-linux-gnu/release/kmodkit-init");
-        let file = Command::new("file").arg(&binary).output();
-        if let Ok(out) = file {
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                text.contains("statically linked") || text.contains("static-pie"),
-                "{text}"
-            );
-        }
-        binary
-    })
+    kmodkit_fixtures::static_kmodkit_init()
 }
 
 fn kernel(series: &str) -> (String, PathBuf) {

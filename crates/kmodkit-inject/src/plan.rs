@@ -294,6 +294,50 @@ fn source_side(req: &Request, image_kernel: &str) -> Result<SourceSide, InjectEr
     })
 }
 
+/// What add-drivers resolves from the source tree alone, for a builder of
+/// new images (`kmodkit netboot build`): the same index checks, resolution
+/// (closure, softdeps, companions, firmware, old names) and ABI guard.
+#[derive(Debug)]
+pub struct SourceResolution {
+    pub resolution: Resolution,
+    /// Refused by the ABI guard (kept only with `force`).
+    pub refused: Vec<Verdict>,
+    pub abi_check: String,
+}
+
+/// Resolves `drivers` for kernel `kernel` under `root` exactly as
+/// add-drivers does for an image of that kernel.
+pub fn resolve_source(
+    root: &Path,
+    kernel: &str,
+    drivers: &[String],
+    firmware: bool,
+    companions: bool,
+    force: bool,
+) -> Result<SourceResolution, InjectError> {
+    let req = Request {
+        image: PathBuf::new(),
+        root: root.to_path_buf(),
+        image_kernel: Some(kernel.to_string()),
+        source_kernel: Some(kernel.to_string()),
+        drivers: drivers.to_vec(),
+        options: Vec::new(),
+        firmware,
+        companions,
+        net: None,
+        force,
+        max_output: 0,
+        depmod_config: Vec::new(),
+        scratch_base: PathBuf::new(),
+    };
+    let side = source_side(&req, kernel)?;
+    Ok(SourceResolution {
+        resolution: side.resolution,
+        refused: side.refused,
+        abi_check: side.abi_check,
+    })
+}
+
 /// Every `--option` for a module of the set names one of its parameters
 /// with a value of its type; options for other modules are checked
 /// against the image's copy once the image is read

@@ -156,7 +156,7 @@ pub struct ModulesArgs {
     pub read: ReadFlags,
 }
 
-fn why_text(why: &Why) -> String {
+pub(crate) fn why_text(why: &Why) -> String {
     match why {
         Why::Requested => "requested".into(),
         Why::DependencyOf { of } => format!("needed by {of} (modules.dep)"),
@@ -164,6 +164,27 @@ fn why_text(why: &Why) -> String {
         Why::Softdep { of, pre: false } => format!("softdep post: of {of}"),
         Why::Companion { of, why } => format!("with {of}: {why}"),
         Why::Replacement { of } => format!("replaces {of}"),
+    }
+}
+
+/// What happened to a name that was asked for (`built into`, an old name
+/// and its replacement); `netboot build` says it the same way.
+pub(crate) fn note_text(note: &NameNote, kernel: &str) -> String {
+    match note {
+        NameNote::BuiltIn { name } => format!("{name}: built into {kernel}; nothing to add"),
+        NameNote::Legacy {
+            name,
+            fate,
+            replacement,
+            replacement_added,
+        } => {
+            let tail = match (replacement, replacement_added) {
+                (Some(r), true) => format!("; {r} is added instead"),
+                (Some(r), false) => format!("; {r} is not in this kernel either"),
+                (None, _) => "; skipped".into(),
+            };
+            format!("{name}: no such module in {kernel}: {fate}{tail}")
+        }
     }
 }
 
@@ -186,30 +207,7 @@ fn print_plan(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "modules from kernel {}", plan.source_kernel)?;
     }
     for note in &plan.resolution.notes {
-        match note {
-            NameNote::BuiltIn { name } => writeln!(
-                out,
-                "  {name}: built into {}; nothing to add",
-                plan.source_kernel
-            )?,
-            NameNote::Legacy {
-                name,
-                fate,
-                replacement,
-                replacement_added,
-            } => {
-                let tail = match (replacement, replacement_added) {
-                    (Some(r), true) => format!("; {r} is added instead"),
-                    (Some(r), false) => format!("; {r} is not in this kernel either"),
-                    (None, _) => "; skipped".into(),
-                };
-                writeln!(
-                    out,
-                    "  {name}: no such module in {}: {fate}{tail}",
-                    plan.source_kernel
-                )?;
-            }
-        }
+        writeln!(out, "  {}", note_text(note, &plan.source_kernel))?;
     }
     let explicit = plan.load_list.len();
     writeln!(

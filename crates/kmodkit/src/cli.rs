@@ -67,6 +67,8 @@ CRCs, undefined symbols, struct module size and the signature.",
     SigningKey(crate::signing::SigningKeyCommand),
     /// Read, list, extract, create, repack and compare initramfs images
     Initrd(crate::initrd::InitrdArgs),
+    /// Diskless boot sets with kmodkit's own init, and DHCP configuration for every boot stage
+    Netboot(crate::netboot::NetbootArgs),
     /// Which file modprobe loads for each module of a package on every installed kernel, and what to do
     Status(crate::status::StatusArgs),
     /// Unload a package's modules and their users, load them again, with the kernel's reasons

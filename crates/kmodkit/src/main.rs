@@ -19,6 +19,7 @@ mod host;
 mod initrd;
 mod man;
 mod modinfo;
+mod netboot;
 mod package;
 mod profile;
 mod progress;
@@ -173,6 +174,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         // input (UsageError), 1 otherwise, as main maps them.
         Command::Status(args) => status::run(&args),
         Command::Reload(args) => reload::run(&args),
+        Command::Netboot(args) => netboot::run(&args).map(status),
         Command::Initrd(args) => match initrd::run(&args) {
             Err(e) if initrd::is_diff(&args) => {
                 report_error(&e, wants_json(matches));
