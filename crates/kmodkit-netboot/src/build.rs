@@ -59,6 +59,9 @@ pub struct BuildRequest {
     pub force: bool,
     /// Modification time of every cpio entry (SOURCE_DATE_EPOCH or 0).
     pub mtime: u64,
+    /// Where the build may keep a private scratch directory (the CLI
+    /// passes its scratch base: TMPDIR, /dev/shm or the system's).
+    pub scratch: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -207,12 +210,17 @@ pub fn build(req: &BuildRequest) -> Result<BootSet, NetbootError> {
 
     // The initrd's entries; sha256 of each for the manifest.
     let mut sha256 = BTreeMap::new();
-    let scratch_config = tempfile_path(&req.init, &config_json)?;
+    let scratch = kmodkit_commit::ScratchDir::new(&req.scratch, "kmodkit-netboot.")?;
+    let scratch_config = scratch.path().join("kmodkit-init.json");
+    std::fs::write(&scratch_config, &config_json).map_err(|source| NetbootError::Io {
+        path: scratch_config.clone(),
+        source,
+    })?;
     let mut entries = vec![
         file_entry("init", &req.init, 0o755, req.mtime)?,
         file_entry(
             CONFIG_PATH.trim_start_matches('/'),
-            scratch_config.path(),
+            &scratch_config,
             0o644,
             req.mtime,
         )?,
@@ -326,38 +334,6 @@ pub fn ipxe_script(boot_url: Option<&str>, cmdline: &str) -> String {
         url("vmlinuz"),
         url("initrd.img")
     )
-}
-
-/// The config as a file for the cpio writer, which streams entries from
-/// files: written beside nothing the user owns (the system temp dir),
-/// removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn tempfile_path(_near: &Path, contents: &str) -> Result<TempFile, NetbootError> {
-    let path = std::env::temp_dir().join(format!(
-        "kmodkit-netboot-config.{}.{}.json",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    std::fs::write(&path, contents).map_err(|source| NetbootError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(TempFile(path))
 }
 
 /// Writes the set into `out` (created if missing): the four files replace

@@ -296,6 +296,7 @@ fn run_build(a: &BuildArgs) -> Result<bool> {
         companions: !a.no_companions,
         force: a.force,
         mtime: source_date_epoch()?,
+        scratch: crate::host::scratch_base(),
     };
     let set = build::build(&req)?;
     build::write(&set, &a.out).with_context(|| format!("writing {}", a.out.display()))?;

@@ -71,8 +71,11 @@ and DIR's metadata is regenerated (`kmodkit repo DIR`), signed with --gpg-key. T
 lines say what to run on the nodes.",
     after_help = "Exit status: 0 packaged, 1 a package could not be built, 2 usage or input error.\n\n\
 Examples:\n  kmodkit package --kernel 6.1.0-57-amd64 --repo /srv/repo mlnx-en\n  \
-kmodkit package --kernel 5.14.0-427.el9.x86_64 --format rpm --gpg-key /etc/kmodkit/repo-key.asc \\\n    --repo /srv/repo --name mlnx-en --version 24.10 mlx5_core.ko mlx5_ib.ko\n  \
-kmodkit package --kernel 6.1.0-57-amd64 --repo /srv/repo --json | jq -r '.packages[].file'"
+kmodkit package -k 5.14.0-427.el9.x86_64 --format rpm \\\n    \
+--gpg-key /etc/kmodkit/repo-key.asc --repo /srv/repo \\\n    \
+--name mlnx-en --pkg-version 24.10 mlx5_core.ko mlx5_ib.ko\n  \
+kmodkit package -k 6.1.0-57-amd64 --repo /srv/repo --json \\\n    \
+| jq -r '.packages[].file'"
 )]
 pub struct PackageArgs {
     /// Root of the system the modules were installed in
@@ -121,7 +124,8 @@ pub struct PackageArgs {
 for the RPMs and an apt archive (`dists/SUITE/...`) for the debs, incremental (unchanged \
 packages are not read again), signed with --gpg-key (repomd.xml.asc; InRelease and \
 Release.gpg), with the public key, the .repo file and the apt .sources file the nodes need.",
-    after_help = "Examples:\n  kmodkit repo /srv/repo --gpg-key /etc/kmodkit/repo-key.asc --url http://head/repo\n  kmodkit repo /srv/repo --json"
+    after_help = "Examples:\n  kmodkit repo /srv/repo --gpg-key /etc/kmodkit/repo-key.asc \\\n    \
+--url http://head/repo\n  kmodkit repo /srv/repo --json"
 )]
 pub struct RepoArgs {
     /// The repository directory
