@@ -79,6 +79,25 @@ pub fn oot_dir() -> PathBuf {
     cache_dir().join("oot")
 }
 
+/// The `.ko` files scripts/oot-fixtures built from one Debian `*-dkms`
+/// package for one kernel (`oot/<kernel>/<package>/`), sorted; panics
+/// naming the script when they are missing.
+pub fn oot_modules(kernel: &str, package: &str) -> Vec<PathBuf> {
+    let dir = oot_dir().join(kernel).join(package);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/oot-fixtures", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ko"))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "{}: no modules; run scripts/oot-fixtures",
+        dir.display()
+    );
+    files
+}
+
 /// Lines of a list that `scripts/oot-fixtures` writes under [`oot_dir`];
 /// panics with the command to run when it is missing.
 fn oot_list(name: &str) -> Vec<Vec<String>> {

@@ -547,6 +547,35 @@ pub(crate) fn sets_from_records(
     Ok(sets)
 }
 
+/// The name of a kernel's NAME-kernel-only set: `--name`, or the one
+/// package's own name.
+pub(crate) fn set_name(given: Option<&str>, sets: &[ModuleSet], kernel: &str) -> Result<String> {
+    match given {
+        Some(n) => Ok(n.to_string()),
+        None if sets.len() == 1 => Ok(sets[0].name.clone()),
+        None => Err(UsageError(format!(
+            "{} packages for {kernel}: name their NAME-kernel-only set with --name",
+            sets.len()
+        ))
+        .into()),
+    }
+}
+
+/// The kernel's exports, read only when an RPM needs them (Debian
+/// packages depend on the kernel package instead).
+pub(crate) fn kernel_abi(
+    packaging: &PackagingArgs,
+    root: &Path,
+    kernel: &str,
+    symvers: Option<&Path>,
+) -> Result<KernelAbi> {
+    Ok(if packaging.formats.contains(&Format::Rpm) {
+        KernelAbi::load(root, kernel, symvers)?
+    } else {
+        KernelAbi::default()
+    })
+}
+
 fn kernel_of_files(files: &[PathBuf]) -> Result<String> {
     let (_, m) = kmodkit_module::read_module(&files[0])?;
     let vermagic = m.modinfo_first("vermagic").unwrap_or_default();
@@ -577,17 +606,7 @@ pub fn run(args: &PackageArgs) -> Result<bool> {
             UsageError("--kernel KVER: which kernel's rebuilt modules to package".into())
         })?;
         let sets = sets_from_records(&root, &kernel, &args.items, &args.packaging.release)?;
-        let name = match &args.name {
-            Some(n) => n.clone(),
-            None if sets.len() == 1 => sets[0].name.clone(),
-            None => {
-                return Err(UsageError(format!(
-                    "{} packages for {kernel}: name their NAME-kernel-only set with --name",
-                    sets.len()
-                ))
-                .into())
-            }
-        };
+        let name = set_name(args.name.as_deref(), &sets, &kernel)?;
         (sets, name, kernel)
     } else {
         let (Some(name), Some(version)) = (&args.name, &args.pkg_version) else {
@@ -601,11 +620,7 @@ pub fn run(args: &PackageArgs) -> Result<bool> {
             .map_err(|e| UsageError(e.to_string()))?;
         (vec![set], name.clone(), kernel)
     };
-    let abi = if args.packaging.formats.contains(&Format::Rpm) {
-        KernelAbi::load(&root, &kernel, args.symvers.as_deref())?
-    } else {
-        KernelAbi::default()
-    };
+    let abi = kernel_abi(&args.packaging, &root, &kernel, args.symvers.as_deref())?;
     let key = load_key(&args.packaging, &root)?;
     let written = package_sets(&sets, &abi, &set_name, &repo, &args.packaging, key.as_ref())?;
     for w in &written {

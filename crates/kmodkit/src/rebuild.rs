@@ -424,26 +424,8 @@ fn package_report(
         }
         let sets =
             crate::package::sets_from_records(root, kernel, &wanted, &args.packaging.release)?;
-        let name = match &args.name {
-            Some(n) => n.clone(),
-            None if sets.len() == 1 => sets[0].name.clone(),
-            None => {
-                return Err(UsageError(format!(
-                    "{} packages rebuilt for {kernel}: name their NAME-kernel-only set with --name",
-                    sets.len()
-                ))
-                .into())
-            }
-        };
-        let abi = if args
-            .packaging
-            .formats
-            .contains(&crate::package::Format::Rpm)
-        {
-            kmodkit_package::KernelAbi::load(root, kernel, None)?
-        } else {
-            kmodkit_package::KernelAbi::default()
-        };
+        let name = crate::package::set_name(args.name.as_deref(), &sets, kernel)?;
+        let abi = crate::package::kernel_abi(&args.packaging, root, kernel, None)?;
         written.extend(crate::package::package_sets(
             &sets,
             &abi,

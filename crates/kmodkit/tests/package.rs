@@ -18,13 +18,7 @@ const EPOCH: &str = "1700000000";
 const URL: &str = "http://head.example.invalid/kmodkit";
 
 fn jool_files() -> Vec<PathBuf> {
-    let dir = kmodkit_fixtures::oot_dir().join(KERNEL).join("jool-dkms");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/oot-fixtures", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ko"))
-        .collect();
-    files.sort();
+    let files = kmodkit_fixtures::oot_modules(KERNEL, "jool-dkms");
     assert!(files.len() >= 2, "jool-dkms built fewer than 2 modules");
     files
 }
