@@ -12,7 +12,9 @@
 //! - `kmodkit.root=<http URL>` (the image's sha256 from
 //!   `kmodkit.root.sha256=<hex>`, else the configured one) or
 //!   `kmodkit.root=nfs:<server>:<path>`;
-//! - `kmodkit.debug` — log every DHCP event and module timing.
+//! - `kmodkit.debug` — log every DHCP event and module timing;
+//! - `kmodkit.timeout.<name>=<n>` — one of [`Timeouts`]: `interface`,
+//!   `carrier`, `dhcp`, `http` (seconds), `dhcp_attempts`, `root_attempts`.
 //!
 //! `rdinit=` is the kernel's own and means nothing to the init.
 
@@ -241,6 +243,23 @@ impl Config {
                 ("kmodkit.root.sha256", Some(hex)) => root_sha = Some(hex.to_ascii_lowercase()),
                 ("kmodkit.root", Some(root)) => root_url = Some(root.to_string()),
                 ("ip", Some(ip)) => self.apply_ip(ip).map_err(|r| error(&r))?,
+                (key, Some(v)) if key.starts_with("kmodkit.timeout.") => {
+                    let n: u64 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        error("expected a whole number of seconds (or attempts) above 0")
+                    })?;
+                    let t = &mut self.timeouts;
+                    match &key["kmodkit.timeout.".len()..] {
+                        "interface" => t.interface_secs = n,
+                        "carrier" => t.carrier_secs = n,
+                        "dhcp" => t.dhcp_secs = n,
+                        "dhcp_attempts" => t.dhcp_attempts = n.min(u64::from(u32::MAX)) as u32,
+                        "root_attempts" => t.root_attempts = n.min(u64::from(u32::MAX)) as u32,
+                        "http" => t.http_secs = n,
+                        _ => return Err(error(
+                            "known: kmodkit.timeout.{interface,carrier,dhcp,dhcp_attempts,root_attempts,http}",
+                        )),
+                    }
+                }
                 _ => {}
             }
         }
@@ -391,6 +410,26 @@ mod tests {
     fn json_round_trip() {
         let config = sample();
         assert_eq!(Config::from_json(&config.to_json()).unwrap(), config);
+    }
+
+    #[test]
+    fn timeout_overrides() {
+        let mut config = sample();
+        config
+            .apply_cmdline("quiet kmodkit.timeout.dhcp=5 kmodkit.timeout.dhcp_attempts=2 kmodkit.timeout.interface=7")
+            .unwrap();
+        assert_eq!(config.timeouts.dhcp_secs, 5);
+        assert_eq!(config.timeouts.dhcp_attempts, 2);
+        assert_eq!(config.timeouts.interface_secs, 7);
+        assert_eq!(config.timeouts.http_secs, Timeouts::default().http_secs);
+        for bad in [
+            "kmodkit.timeout.dhcp=0",
+            "kmodkit.timeout.dhcp=x",
+            "kmodkit.timeout.nap=3",
+        ] {
+            let e = sample().apply_cmdline(bad).unwrap_err();
+            assert_eq!(e.parameter, bad);
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   (the static kmodkit-init), [`CONFIG_PATH`], the resolved modules at
 //!   `/lib/modules/KVER/<path in the tree>`, their firmware under
 //!   `/lib/firmware`, `/dev/console` and the mount points the init uses;
-//! - `boot.ipxe`: `#!ipxe`, `dhcp`, `kernel`, `initrd`, `boot` (relative
+//! - `boot.ipxe`: `#!ipxe`, `isset ${ip} || dhcp` (no second exchange when
+//!   the firmware that chained the script is configured), `kernel`, `initrd`, `boot` (relative
 //!   URLs resolve against the script's own URL when no base is given);
 //! - `manifest.json`: kernel, modules in load order with the reason each
 //!   is there, firmware, every file's sha256, the settings.
@@ -330,7 +331,7 @@ pub fn ipxe_script(boot_url: Option<&str>, cmdline: &str) -> String {
         format!(" {cmdline}")
     };
     format!(
-        "#!ipxe\ndhcp\nkernel {} initrd=initrd.img{args}\ninitrd {}\nboot\n",
+        "#!ipxe\nisset ${{ip}} || dhcp\nkernel {} initrd=initrd.img{args}\ninitrd {}\nboot\n",
         url("vmlinuz"),
         url("initrd.img")
     )

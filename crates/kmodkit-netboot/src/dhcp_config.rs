@@ -9,7 +9,10 @@
 //!
 //! The iPXE chain (iPXE's documentation, "chainloading"): a client that is
 //! not iPXE yet gets `undionly.kpxe`; iPXE (it sends option 175, and
-//! user-class `iPXE`) gets the boot script.
+//! user-class `iPXE`) gets the boot script. An offer without option 60
+//! `PXEClient` makes iPXE wait for ProxyDHCP offers that never come
+//! (`DHCP_DISC_PROXY_TIMEOUT_SEC`, seen as 12 s a DHCP exchange under
+//! qemu); dnsmasq is told to send it to iPXE, which then takes the offer.
 //!
 //! ISC dhcpd (dhcpd.conf(5)): a `host` declaration matches on
 //! `option dhcp-client-identifier` or `hardware ethernet`; several host
@@ -87,7 +90,8 @@ pub fn dnsmasq(nodes: &[Node], boot_url: Option<&str>) -> String {
     let mut out = String::from("# written by kmodkit netboot dhcp-config\n");
     if let Some(url) = boot_url {
         out.push_str(&format!(
-            "dhcp-match=set:ipxe,175\ndhcp-boot=tag:!ipxe,{FIRST_STAGE}\ndhcp-boot=tag:ipxe,{url}\n"
+            "dhcp-match=set:ipxe,175\ndhcp-boot=tag:!ipxe,{FIRST_STAGE}\ndhcp-boot=tag:ipxe,{url}\n\
+             dhcp-option-force=tag:ipxe,60,PXEClient\n"
         ));
     }
     for n in nodes {

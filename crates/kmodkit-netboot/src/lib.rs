@@ -4,13 +4,16 @@
 //! writes a boot set — `vmlinuz`, `initrd.img` with kmodkit-init as `/init`
 //! and its [`kmodkit_init::config::Config`] (the one type both sides use),
 //! `boot.ipxe` and `manifest.json`; [`dhcp_config`] writes dnsmasq and ISC
-//! dhcpd configuration that gives a node one address in every boot stage.
+//! dhcpd configuration that gives a node one address in every boot stage;
+//! [`verify`] boots a set through qemu's iPXE ROM against real dnsmasq and
+//! HTTP servers in a private network namespace and reports every stage.
 //!
 //! The library never prints and reads no global state: root, kernel, init
 //! binary and every setting are passed in.
 
 pub mod build;
 pub mod dhcp_config;
+pub mod verify;
 
 use std::path::PathBuf;
 

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -12,6 +13,7 @@ use kmodkit_init::dhcp::client_id::{ClientIdStyle, MacAddress, PortGuid};
 use kmodkit_initramfs::compression::Compression;
 use kmodkit_netboot::build::{self, BuildRequest};
 use kmodkit_netboot::dhcp_config;
+use kmodkit_netboot::verify::{self, Stage, VerifyRequest};
 
 #[derive(Debug, Args)]
 pub struct NetbootArgs {
@@ -59,6 +61,29 @@ kmodkit netboot dhcp-config --nodes nodes.txt --format dhcpd \\\n    \
 >> /etc/dhcp/dhcpd.conf"
     )]
     DhcpConfig(DhcpConfigArgs),
+    /// Boot a set in qemu through its iPXE ROM against real dnsmasq (DHCP, TFTP) and HTTP servers; report every stage
+    #[command(
+        long_about = "Boot the set in DIR the way a node boots it, and report each stage. \
+qemu (TCG) network-boots through its iPXE ROM (Debian ipxe-qemu) on a tap inside a private \
+network namespace, where dnsmasq serves DHCP (the node list's reservations, as `dhcp-config` \
+writes them) and TFTP (boot.ipxe), and Python's http.server serves the set's --url and the root \
+image at the root URL's address. The stages, timed on one clock from qemu's start: \
+firmware-dhcp, boot-script, kernel-fetch, kernel-start, modules (every module of the manifest \
+in the kernel), interface, network (the address kmodkit-init configured), lease (dnsmasq's \
+lease file holds the node's reservation), root (image fetched, sha256 ok), switch-root, \
+root-init (the root's init printed --marker).\n\n\
+Needs root (a network namespace), qemu-system-x86, ipxe-qemu, dnsmasq-base, python3. \
+Nothing outside the namespace is touched; the console, server logs, dnsmasq's configuration \
+and lease file stay in --logs. --no-os-lease and --root-server-late rehearse the failures a \
+site meets (an OS stage without a reservation, a root server that comes up late).\n\n\
+Exit status: 0 the node reached the end, 1 a stage failed (the report names it), 2 the \
+verification could not run.",
+        after_help = "Examples:\n  \
+kmodkit netboot verify out --nodes nodes.txt --node n1 --marker 'root is up'\n  \
+kmodkit netboot verify out --root-image root.cpio.gz --json\n  \
+kmodkit netboot verify out --nodes nodes.txt --root-server-late 10"
+    )]
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -152,11 +177,143 @@ pub struct DhcpConfigArgs {
     pub boot_url: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The boot set (`netboot build --out`)
+    #[arg(value_name = "DIR")]
+    pub set: PathBuf,
+    /// Node list (`NAME MAC|GUID ADDRESS` a line): the reservations dnsmasq serves
+    #[arg(long, value_name = "FILE")]
+    pub nodes: Option<PathBuf>,
+    /// The node to boot [default: the only node of the list]
+    #[arg(long, value_name = "NAME", requires = "nodes")]
+    pub node: Option<String>,
+    /// dnsmasq configuration to serve instead of the one made from --nodes
+    #[arg(long, value_name = "FILE")]
+    pub dhcp_config: Option<PathBuf>,
+    /// The root image served at the root URL [default: DIR/<the URL's file name>]
+    #[arg(long, value_name = "FILE")]
+    pub root_image: Option<PathBuf>,
+    /// A line the root's init prints; the boot is verified when it appears
+    #[arg(long, value_name = "TEXT")]
+    pub marker: Option<String>,
+    /// Give up after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Rehearse: dnsmasq answers the firmware only, the OS stage gets no lease
+    #[arg(long)]
+    pub no_os_lease: bool,
+    /// Rehearse: the root's HTTP server starts SECS after the node's network is up
+    #[arg(long, value_name = "SECS")]
+    pub root_server_late: Option<u64>,
+    /// Memory of the VM
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub memory: u32,
+    /// Keep the console, server logs and leases here [default: a scratch directory, removed]
+    #[arg(long, value_name = "DIR")]
+    pub logs: Option<PathBuf>,
+    /// The qemu binary
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    pub qemu: String,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(args: &NetbootArgs) -> Result<bool> {
     match &args.command {
         NetbootCommand::Build(a) => run_build(a),
         NetbootCommand::DhcpConfig(a) => run_dhcp_config(a),
+        NetbootCommand::Verify(a) => run_verify(a),
     }
+}
+
+fn run_verify(a: &VerifyArgs) -> Result<bool> {
+    let nodes = match &a.nodes {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--nodes {}", path.display()))?;
+            dhcp_config::parse_nodes(&text, &path.display().to_string())?
+        }
+        None => Vec::new(),
+    };
+    let scratch;
+    let logs = match &a.logs {
+        Some(dir) => dir.clone(),
+        None => {
+            scratch = crate::host::scratch_dir("kmodkit-verify-")?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let req = VerifyRequest {
+        set: a.set.clone(),
+        nodes,
+        node: a.node.clone(),
+        dhcp_config: a.dhcp_config.clone(),
+        root_image: a.root_image.clone(),
+        marker: a.marker.clone(),
+        timeout: Duration::from_secs(a.timeout),
+        no_os_lease: a.no_os_lease,
+        root_server_late: a.root_server_late.map(Duration::from_secs),
+        memory_mib: a.memory,
+        logs,
+        qemu: a.qemu.clone(),
+    };
+    let json = a.json;
+    let mut progress = |s: &Stage| {
+        if !json {
+            eprintln!(
+                "  [{:7.2} s] {:13} {}  {}",
+                s.at.unwrap_or(0.0),
+                s.name,
+                if s.ok { "ok    " } else { "FAILED" },
+                s.detail
+            );
+        }
+    };
+    if !json {
+        eprintln!(
+            "verify: booting {} through qemu's iPXE ROM",
+            a.set.display()
+        );
+    }
+    let report = verify::verify(&req, &mut progress)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(report.ok);
+    }
+    for s in report.stages.iter().filter(|s| s.at.is_none()) {
+        writeln!(out, "  {:13} not reached", s.name)?;
+    }
+    if let Some(f) = &report.failure {
+        writeln!(out, "FAILED in stage {}: {}", f.stage, f.reason)?;
+    }
+    writeln!(
+        out,
+        "{}: kernel {}, {}{} in {:.1} s{}",
+        if report.ok {
+            "verified"
+        } else {
+            "not verified"
+        },
+        report.kernel,
+        report
+            .node
+            .as_deref()
+            .map_or(String::new(), |n| format!("node {n} ")),
+        report
+            .expected_address
+            .map_or(String::new(), |a| format!("address {a}")),
+        report.seconds,
+        if a.logs.is_some() {
+            format!("; logs in {}", report.logs.display())
+        } else {
+            String::new()
+        }
+    )?;
+    Ok(report.ok)
 }
 
 /// The init shipped with this kmodkit: beside the binary (a build tree, a

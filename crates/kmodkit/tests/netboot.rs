@@ -306,7 +306,7 @@ fn build_matches_kmod_is_reproducible_and_boots() {
     assert!(vmlinuz == std::fs::read(out1.join("vmlinuz")).unwrap());
     let ipxe = std::fs::read_to_string(out1.join("boot.ipxe")).unwrap();
     assert!(
-        ipxe.starts_with("#!ipxe\ndhcp\nkernel vmlinuz initrd=initrd.img "),
+        ipxe.starts_with("#!ipxe\nisset ${ip} || dhcp\nkernel vmlinuz initrd=initrd.img "),
         "{ipxe}"
     );
     assert!(ipxe.contains("\ninitrd initrd.img\nboot\n"), "{ipxe}");
