@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kmodkit_init::config::{NetworkMode, RootSource};
+use kmodkit_init::config::{InterfaceSelector, NetworkMode, RootSource};
 use kmodkit_init::dhcp::client_id::{colon_hex, ipxe_mac_from_guid, MacAddress};
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,7 @@ struct SettingsView {
     network: NetworkMode,
     root: RootSource,
     boot_url: Option<String>,
+    interface: InterfaceSelector,
 }
 
 /// `http://A.B.C.D[:port]/path` → (address, port, path).
@@ -147,6 +148,7 @@ pub struct Tracker {
     stages: Vec<Stage>,
     expected_modules: usize,
     expected_address: Option<Ipv4Addr>,
+    firmware_address: Option<Ipv4Addr>,
     marker: Option<String>,
     kernel_started: bool,
     fetched: BTreeMap<&'static str, f64>,
@@ -181,9 +183,12 @@ const STAGES: [&str; 11] = [
 ];
 
 impl Tracker {
+    /// `expected_address`: the OS stage's; `firmware_address`: the
+    /// firmware's (the node's reservation; `None`: any).
     pub fn new(
         expected_modules: usize,
         expected_address: Option<Ipv4Addr>,
+        firmware_address: Option<Ipv4Addr>,
         marker: Option<String>,
     ) -> Tracker {
         Tracker {
@@ -198,6 +203,7 @@ impl Tracker {
                 .collect(),
             expected_modules,
             expected_address,
+            firmware_address,
             marker,
             kernel_started: false,
             fetched: BTreeMap::new(),
@@ -270,7 +276,7 @@ impl Tracker {
             let fields: Vec<&str> = line[i..].split_whitespace().collect();
             let address = fields.get(1).and_then(|a| a.parse::<Ipv4Addr>().ok());
             if !self.kernel_started {
-                let ok = match (self.expected_address, address) {
+                let ok = match (self.firmware_address, address) {
                     (Some(want), Some(got)) => want == got,
                     _ => address.is_some(),
                 };
@@ -674,6 +680,10 @@ pub fn verify(
     let mac = node
         .and_then(|n| n.port.mac.or_else(|| n.port.guid.map(ipxe_mac_from_guid)))
         .map(|m| colon_hex(&m.0))
+        .or_else(|| match &settings.interface {
+            InterfaceSelector::Mac(mac) => Some(mac.clone()),
+            _ => None,
+        })
         .unwrap_or_else(|| DEFAULT_MAC.to_string());
     mac.parse::<MacAddress>()
         .map_err(|_| NetbootError::Invalid(format!("{mac}: not a MAC address")))?;
@@ -864,7 +874,12 @@ pub fn verify(
     let timeline_path = logs.join("timeline.log");
     let mut timeline =
         std::io::BufWriter::new(std::fs::File::create(&timeline_path).map_err(io(&timeline_path))?);
-    let mut tracker = Tracker::new(manifest.modules.len(), expected, req.marker.clone());
+    let mut tracker = Tracker::new(
+        manifest.modules.len(),
+        expected,
+        node.map(|n| n.address),
+        req.marker.clone(),
+    );
     let mut network_at: Option<Instant> = None;
     let mut end_after: Option<Instant> = None;
     let deadline = start + req.timeout;
@@ -905,8 +920,10 @@ pub fn verify(
     }
     let seconds = start.elapsed().as_secs_f64();
     let leases_text = std::fs::read_to_string(&leases).unwrap_or_default();
-    if let Some(stage) = tracker.leases(seconds, &leases_text, &mac) {
-        progress(&stage);
+    if matches!(settings.network, NetworkMode::Dhcp { .. }) {
+        if let Some(stage) = tracker.leases(seconds, &leases_text, &mac) {
+            progress(&stage);
+        }
     }
     drop(lab);
     let qemu_stderr = qemu_stderr.join().unwrap_or_default();
@@ -1007,7 +1024,7 @@ mod tests {
     #[test]
     fn stages_from_lines() {
         let want: Ipv4Addr = "10.77.0.11".parse().unwrap();
-        let mut t = Tracker::new(3, Some(want), Some("ROOT-OK".into()));
+        let mut t = Tracker::new(3, Some(want), Some(want), Some("ROOT-OK".into()));
         let lines = [
             (Source::Dnsmasq, "dnsmasq-dhcp: 3412 DHCPACK(kmk0) 10.77.0.11 52:54:00:4b:4d:01 n1"),
             (Source::Dnsmasq, "dnsmasq-tftp[2188]: sent /srv/set/boot.ipxe to 10.77.0.11"),
@@ -1035,17 +1052,17 @@ mod tests {
             assert!(s.ok && s.at.is_some(), "{s:?}");
         }
 
-        let mut t = Tracker::new(3, Some(want), None);
+        let mut t = Tracker::new(3, Some(want), Some(want), None);
         t.feed(Source::Console, 1.0, "kmodkit-init: [1.200] modules: loaded 2 in 0.40 s (0 already present, 0 decompressed here, 2 dependency levels)");
         assert_eq!(t.failure.as_ref().unwrap().stage, "modules");
-        let mut t = Tracker::new(3, Some(want), None);
+        let mut t = Tracker::new(3, Some(want), Some(want), None);
         t.feed(Source::Console, 1.0, "kmodkit-init: [9.000] FAILED in stage root: sha256 of the image is 00, the configuration says 11; check: the image");
         let f = t.failure.unwrap();
         assert_eq!(
             (f.stage.as_str(), f.reason.starts_with("sha256")),
             ("root", true)
         );
-        let mut t = Tracker::new(3, Some(want), None);
+        let mut t = Tracker::new(3, Some(want), Some(want), None);
         t.feed(
             Source::Dnsmasq,
             1.0,

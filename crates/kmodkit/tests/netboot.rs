@@ -1,15 +1,15 @@
-//! `kmodkit netboot build` and `dhcp-config` against real oracles: the
-//! fixture 6.1 kernel, kmod's `modprobe --show-depends` for the module
-//! set, the kernel itself in qemu (TCG) booting the set's vmlinuz and
-//! initrd.img (the iPXE stage is `netboot verify`'s), a root image served
-//! by Python's http.server on 127.0.0.1 (the guest's 10.0.2.2), and
+//! `kmodkit netboot build`, `dhcp-config` and `verify` against real
+//! oracles: the fixture 6.1 and 6.12 kernels, kmod's `modprobe
+//! --show-depends` for the module set, the kernel itself in qemu (TCG)
+//! network-booted by `netboot verify` through qemu's iPXE ROM from dnsmasq
+//! (DHCP with the configuration `dhcp-config` writes, TFTP) and Python's
+//! http.server, the booted root's own /proc/modules and lease file, and
 //! dnsmasq's and ISC dhcpd's own configuration checks.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use common::{kmodkit, require_tool};
 use kmodkit_initramfs::compression::{Compression, EncodeOptions};
@@ -34,12 +34,13 @@ const DRIVERS: [&str; 10] = [
     "rdma_rxe",
 ];
 
-fn kernel_61() -> String {
+/// The first fixture kernel of `series` with modules and a vmlinuz.
+fn kernel_of(series: &str) -> String {
     let root = kmodkit_fixtures::fixture_root();
     kmodkit_fixtures::kernels()
         .into_iter()
         .filter(|(k, s)| {
-            s == "6.1"
+            s == series
                 && root
                     .join("lib/modules")
                     .join(k)
@@ -49,7 +50,15 @@ fn kernel_61() -> String {
         })
         .map(|(k, _)| k)
         .next()
-        .expect("no 6.1 kernel with modules and vmlinuz in the fixtures; run scripts/fixtures")
+        .unwrap_or_else(|| {
+            panic!(
+                "no {series} kernel with modules and vmlinuz in the fixtures; run scripts/fixtures"
+            )
+        })
+}
+
+fn kernel_61() -> String {
+    kernel_of("6.1")
 }
 
 /// kmod's closure of each driver (`modprobe --show-depends`), in the order
@@ -142,43 +151,6 @@ fn root_image(dir: &Path) -> PathBuf {
     out
 }
 
-/// Python's http.server on 127.0.0.1, an ephemeral port; killed on drop.
-struct HttpServer {
-    child: Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
-        require_tool("python3", "python3");
-        let script = "import functools,http.server,sys\n\
-                      h=functools.partial(http.server.SimpleHTTPRequestHandler,directory=sys.argv[1])\n\
-                      s=http.server.ThreadingHTTPServer(('127.0.0.1',0),h)\n\
-                      print(s.server_address[1],flush=True)\n\
-                      s.serve_forever()\n";
-        let mut child = Command::new("python3")
-            .args(["-c", script])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("the HTTP server's port");
-        HttpServer { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn build(
     kver: &str,
     out: &Path,
@@ -219,25 +191,160 @@ fn build_with(
     serde_json::from_slice(&output.stdout).expect("--json prints the manifest")
 }
 
-/// Boots a set's vmlinuz and initrd.img in qemu (TCG, user network) and
-/// returns the serial console.
-fn boot(set: &Path) -> String {
+/// The lab's server address (verify gives it to its namespace's tap) and
+/// the node's reservation.
+const SERVER: &str = "10.77.0.1";
+const NODE: &str = "n1 52:54:00:12:34:56 10.77.0.23\n";
+const RESERVED: &str = "10.77.0.23";
+/// Short waits for the failure cases, on the kernel command line.
+const CMDLINE: &str = "console=ttyS0,115200n8 panic=-1 kmodkit.timeout.interface=5 \
+kmodkit.timeout.dhcp=4 kmodkit.timeout.dhcp_attempts=2";
+
+/// `netboot verify SET ARGS --json`: (exit code, report, console).
+fn verify(set: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
     require_tool("qemu-system-x86_64", "qemu-system-x86");
-    let run = Command::new("timeout")
-        .args(["--kill-after=5", "240", "qemu-system-x86_64", "-m", "1024"])
-        .args(["-nographic", "-no-reboot", "-kernel"])
-        .arg(set.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(set.join("initrd.img"))
-        .args(["-append", "console=ttyS0 panic=-1 loglevel=4"])
-        .args(["-nic", "user,model=virtio-net-pci"])
-        .stdin(Stdio::null())
+    require_tool("dnsmasq", "dnsmasq-base");
+    require_tool("python3", "python3");
+    assert!(
+        Path::new("/usr/lib/ipxe/qemu").is_dir(),
+        "qemu's iPXE ROMs are missing (scripts/fixtures installs ipxe-qemu)"
+    );
+    let logs = set.with_extension("logs");
+    let output = kmodkit()
+        .args(["netboot", "verify"])
+        .arg(set)
+        .arg("--logs")
+        .arg(&logs)
+        .args(["--timeout", "240", "--json"])
+        .args(args)
         .output()
         .unwrap();
-    let console = String::from_utf8_lossy(&run.stdout).replace('\r', "");
+    let console = std::fs::read_to_string(logs.join("console.log"))
+        .unwrap_or_default()
+        .replace('\r', "");
     if let Some(file) = std::env::var_os("KMODKIT_BOOT_CONSOLE") {
         let _ = std::fs::write(file, &console);
     }
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no report ({e}): {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    (output.status.code().unwrap_or(-1), report, console)
+}
+
+/// The node list and the dnsmasq configuration `dhcp-config` writes for
+/// it (what a site pastes), in `dir`.
+fn dhcp_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let nodes = dir.join("nodes.txt");
+    std::fs::write(&nodes, NODE).unwrap();
+    let output = kmodkit()
+        .args(["netboot", "dhcp-config", "--nodes"])
+        .arg(&nodes)
+        .args(["--boot-url", "boot.ipxe"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let conf = dir.join("dnsmasq-kmodkit.conf");
+    std::fs::write(&conf, &output.stdout).unwrap();
+    (nodes, conf)
+}
+
+/// The report's stage `name`.
+fn stage<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {report}"))
+}
+
+/// A boot through iPXE that must reach the root with every module of
+/// kmod's closure loaded and the node's reserved address.
+fn assert_boots_to_root(kver: &str, set: &Path, modules: &[String], extra: &[&str]) {
+    let dir = set.parent().unwrap();
+    let (nodes, conf) = dhcp_files(dir);
+    let mut args = vec![
+        "--nodes".to_string(),
+        nodes.display().to_string(),
+        "--node".into(),
+        "n1".into(),
+        "--dhcp-config".into(),
+        conf.display().to_string(),
+        "--root-image".into(),
+        dir.join("serve/root.cpio.gz").display().to_string(),
+        "--marker".into(),
+        MARKER.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, report, console) = verify(set, &args);
+    assert_eq!(code, 0, "{kver}: not verified: {report:#}\n{console}");
+    assert_eq!(report["ok"], true);
+    for name in [
+        "firmware-dhcp",
+        "boot-script",
+        "kernel-fetch",
+        "kernel-start",
+        "modules",
+        "network",
+        "lease",
+        "root",
+        "switch-root",
+        "root-init",
+    ] {
+        assert_eq!(stage(&report, name)["ok"], true, "{name}: {report:#}");
+    }
+    assert!(
+        stage(&report, "lease")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(RESERVED),
+        "dnsmasq's lease file: {report:#}"
+    );
+    let loaded: Vec<&str> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("ROOT-MODULE "))
+        .collect();
+    for m in modules {
+        assert!(
+            loaded.contains(&m.as_str()),
+            "{kver}: {m} not in /proc/modules of the booted root:\n{console}"
+        );
+    }
+    assert!(
+        console
+            .lines()
+            .any(|l| l.starts_with("ROOT-LEASE") && l.contains(RESERVED)),
+        "{kver}: the reservation {RESERVED} was not handed to the root:\n{console}"
+    );
+}
+
+/// A boot that must fail in `want_stage`, named on the console by
+/// kmodkit-init, well before verify's own timeout.
+fn assert_fails_in(set: &Path, args: &[&str], want_stage: &str) -> String {
+    let started = std::time::Instant::now();
+    let (code, report, console) = verify(set, args);
+    assert_eq!(
+        code, 1,
+        "verify must report a failed stage: {report:#}\n{console}"
+    );
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        report["failure"]["stage"], want_stage,
+        "{report:#}\n{console}"
+    );
+    assert!(
+        console.contains(&format!("FAILED in stage {want_stage}: ")),
+        "the console does not name the stage:\n{console}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(200),
+        "the failure took as long as verify's timeout: a hang"
+    );
     console
 }
 
@@ -261,8 +368,7 @@ fn build_matches_kmod_is_reproducible_and_boots() {
     let serve = tmp.path().join("serve");
     std::fs::create_dir(&serve).unwrap();
     let image = root_image(&serve);
-    let server = HttpServer::start(&serve);
-    let url = format!("http://10.0.2.2:{}/root.cpio.gz", server.port);
+    let url = format!("http://{SERVER}:8081/root.cpio.gz");
 
     let out1 = tmp.path().join("set1");
     let out2 = tmp.path().join("set2");
@@ -335,33 +441,51 @@ fn build_matches_kmod_is_reproducible_and_boots() {
         );
     }
 
-    // Boot it: the kernel, the initrd, qemu's user network (DHCP), the root over HTTP.
-    let console = boot(&out1);
-    assert!(
-        console.contains(MARKER),
-        "the root's init did not run:\n{console}"
-    );
-    let loaded: Vec<&str> = console
-        .lines()
-        .filter_map(|l| l.strip_prefix("ROOT-MODULE "))
-        .collect();
-    for m in &modules {
-        assert!(
-            loaded.contains(&m.as_str()),
-            "{m} not in /proc/modules of the booted root:\n{console}"
-        );
-    }
-    assert!(
-        console
-            .lines()
-            .any(|l| l.starts_with("ROOT-LEASE") && l.contains("10.0.2.15")),
-        "no lease for 10.0.2.15 handed to the root:\n{console}"
-    );
-    drop(server);
+    // Through iPXE: DHCP and TFTP (boot.ipxe, and the kernel and initrd
+    // by its relative URLs) from dnsmasq, the root over HTTP.
+    assert_boots_to_root(&kver, &out1, &modules, &[]);
 }
 
-/// `--net ADDR/PREFIX,GW`: no DHCP; the root still comes over HTTP and
-/// gets the static settings as its lease file.
+/// The 6.12 kernel (`.ko.xz` modules), the kernel and initrd over HTTP
+/// from the set's --url.
+#[test]
+fn kernel_612_boots_through_ipxe_over_http() {
+    let kver = kernel_of("6.12");
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = tmp.path().join("serve");
+    std::fs::create_dir(&serve).unwrap();
+    let image = root_image(&serve);
+    let out = tmp.path().join("set");
+    let url = format!("http://{SERVER}:8081/root.cpio.gz");
+    let manifest = build_with(
+        &kver,
+        &out,
+        &url,
+        &image,
+        &DRIVERS,
+        &[
+            "--url",
+            &format!("http://{SERVER}:8080/boot"),
+            "--cmdline",
+            CMDLINE,
+        ],
+    );
+    let mut ours = manifest_modules(&manifest);
+    let mut kmod = kmod_closure(&kmodkit_fixtures::fixture_root(), &kver, &DRIVERS);
+    ours.sort();
+    kmod.sort();
+    assert_eq!(ours, kmod, "manifest modules vs modprobe --show-depends");
+    assert!(manifest["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["path"].as_str().unwrap().ends_with(".ko.xz")));
+    assert_boots_to_root(&kver, &out, &ours, &[]);
+}
+
+/// `--net ADDR/PREFIX,GW`: no DHCP in the OS stage (the firmware still
+/// asks); the root comes over HTTP and gets the static settings as its
+/// lease file.
 #[test]
 fn static_address_boots() {
     let kver = kernel_61();
@@ -369,8 +493,7 @@ fn static_address_boots() {
     let serve = tmp.path().join("serve");
     std::fs::create_dir(&serve).unwrap();
     let image = root_image(&serve);
-    let server = HttpServer::start(&serve);
-    let url = format!("http://10.0.2.2:{}/root.cpio.gz", server.port);
+    let url = format!("http://{SERVER}:8081/root.cpio.gz");
     let out = tmp.path().join("set");
     let manifest = build_with(
         &kver,
@@ -380,25 +503,100 @@ fn static_address_boots() {
         &["virtio_pci", "virtio_net"],
         &[
             "--net",
-            "10.0.2.77/24,10.0.2.2",
+            "10.77.0.77/24,10.77.0.1",
             "--iface",
             "52:54:00:12:34:56",
         ],
     );
     assert_eq!(
         manifest["settings"]["network"]["static"]["address"],
-        "10.0.2.77"
+        "10.77.0.77"
     );
-    let console = boot(&out);
+    let image = image.display().to_string();
+    let (code, report, console) = verify(&out, &["--root-image", &image, "--marker", MARKER]);
+    assert_eq!(code, 0, "not verified: {report:#}\n{console}");
+    assert!(stage(&report, "network")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("10.77.0.77/24"));
     assert!(
-        console.contains(MARKER),
-        "the root's init did not run:\n{console}"
-    );
-    assert!(
-        console.lines().any(|l| l == "ROOT-LEASE address=10.0.2.77"),
+        console
+            .lines()
+            .any(|l| l == "ROOT-LEASE address=10.77.0.77"),
         "no static address handed to the root:\n{console}"
     );
-    drop(server);
+}
+
+/// The failures a site meets, each through verify: stage and reason on
+/// the console, no hang.
+#[test]
+fn failures_name_their_stage() {
+    let kver = kernel_61();
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = tmp.path().join("serve");
+    std::fs::create_dir(&serve).unwrap();
+    let image = root_image(&serve);
+    let (nodes, _) = dhcp_files(tmp.path());
+    let nodes = nodes.display().to_string();
+    let url = format!("http://{SERVER}:8081/root.cpio.gz");
+    let flags = [
+        "--url",
+        &format!("http://{SERVER}:8080/"),
+        "--cmdline",
+        CMDLINE,
+    ];
+    let nic = ["virtio_pci", "virtio_net"];
+    let out = tmp.path().join("set");
+    build_with(&kver, &out, &url, &image, &nic, &flags);
+    let image_arg = image.display().to_string();
+    let base = [
+        "--nodes",
+        nodes.as_str(),
+        "--root-image",
+        image_arg.as_str(),
+        "--marker",
+        MARKER,
+    ];
+
+    // No lease for the OS stage.
+    let mut args = base.to_vec();
+    args.push("--no-os-lease");
+    assert_fails_in(&out, &args, "network");
+
+    // The image served is not the one the set was built for.
+    let other = tmp.path().join("other.cpio.gz");
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&other, bytes).unwrap();
+    let other = other.display().to_string();
+    let console = assert_fails_in(
+        &out,
+        &[
+            "--nodes",
+            &nodes,
+            "--root-image",
+            &other,
+            "--marker",
+            MARKER,
+        ],
+        "root",
+    );
+    assert!(console.contains("sha256"), "{console}");
+
+    // The root's server comes up late: the init's retries win.
+    let mut args = base.to_vec();
+    args.extend(["--root-server-late", "4"]);
+    let (code, report, console) = verify(&out, &args);
+    assert_eq!(code, 0, "{report:#}\n{console}");
+    assert!(
+        console.contains("root: attempt 1 of "),
+        "no retry seen:\n{console}"
+    );
+
+    // No NIC driver in the set.
+    let bare = tmp.path().join("bare");
+    build_with(&kver, &bare, &url, &image, &["mlx5_core"], &flags);
+    assert_fails_in(&bare, &base, "interface");
 }
 
 /// Unknown and old names are refused or explained as add-drivers does it.
