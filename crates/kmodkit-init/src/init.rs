@@ -120,6 +120,27 @@ fn run(on_failure: &mut OnFailure) -> Result<std::convert::Infallible, Failure> 
     ))
 }
 
+/// The kernel's text mount data for an NFS root. The kernel itself does
+/// what mount.nfs would (rpcbind and MOUNT for v3), but it needs the
+/// server's address (`addr=`); `nolock` since no rpc.statd runs here. With
+/// no version given, NFSv4 (one TCP port, no rpcbind or mountd on the
+/// server); the kernel's own default would be v3 (NFS_DEFAULT_VERSION in
+/// fs/nfs/fs_context.c).
+fn nfs_mount_data(server: &str, options: &str) -> String {
+    let mut data = format!("nolock,addr={server}");
+    let names_version = options
+        .split(',')
+        .any(|o| o.starts_with("vers=") || o.starts_with("nfsvers="));
+    if !names_version {
+        data.push_str(",vers=4");
+    }
+    if !options.is_empty() {
+        data.push(',');
+        data.push_str(options);
+    }
+    data
+}
+
 fn load_config(on_failure: &mut OnFailure) -> Result<Config, Failure> {
     let check = "the image's /etc/kmodkit-init.json (kmodkit netboot build writes it) and the kernel command line";
     let text = std::fs::read_to_string(CONFIG_PATH)
@@ -478,10 +499,7 @@ fn fetch_root(config: &Config) -> Result<(), Failure> {
         RootSource::Nfs { export, options } => {
             let check = format!("the NFS server exports {export} to this node and the kernel has the nfs module or CONFIG_NFS_FS=y");
             let server = export.split(':').next().unwrap_or_default();
-            let data = format!(
-                "nolock,addr={server}{}{options}",
-                if options.is_empty() { "" } else { "," }
-            );
+            let data = nfs_mount_data(server, options);
             let attempts = config.timeouts.root_attempts.max(1);
             let mut attempt = 1;
             loop {
@@ -504,4 +522,29 @@ fn fetch_root(config: &Config) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nfs_mount_data;
+
+    #[test]
+    fn nfs_mount_data_defaults_to_v4_and_keeps_a_given_version() {
+        assert_eq!(
+            nfs_mount_data("10.0.0.1", ""),
+            "nolock,addr=10.0.0.1,vers=4"
+        );
+        assert_eq!(
+            nfs_mount_data("10.0.0.1", "ro,timeo=30"),
+            "nolock,addr=10.0.0.1,vers=4,ro,timeo=30"
+        );
+        assert_eq!(
+            nfs_mount_data("10.0.0.1", "vers=3,tcp"),
+            "nolock,addr=10.0.0.1,vers=3,tcp"
+        );
+        assert_eq!(
+            nfs_mount_data("10.0.0.1", "nfsvers=4.2"),
+            "nolock,addr=10.0.0.1,nfsvers=4.2"
+        );
+    }
 }

@@ -27,7 +27,11 @@ pub fn mount(
     flags: libc::c_ulong,
     data: &str,
 ) -> std::io::Result<()> {
-    std::fs::create_dir_all(target)?;
+    // Only a missing mount point is made: asking a read-only root (an NFS
+    // export shared by every node) to mkdir what it has fails with EROFS.
+    if !target.is_dir() {
+        std::fs::create_dir_all(target)?;
+    }
     let source = CString::new(source)?;
     let target = c_path(target)?;
     let fstype = CString::new(fstype)?;

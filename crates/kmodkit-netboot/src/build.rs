@@ -36,6 +36,12 @@ use crate::{read, NetbootError};
 /// The files of a boot set, in the order the manifest lists them.
 pub const FILES: [&str; 4] = ["vmlinuz", "initrd.img", "boot.ipxe", "manifest.json"];
 
+/// What an NFS root needs in the initrd when the kernel has it as modules
+/// (Debian: CONFIG_NFS_FS=m, CONFIG_NFS_V3=m, CONFIG_NFS_V4=m): the mount
+/// asks for `nfs4`/`nfs3` with request_module(), which has no modprobe to
+/// run in a kmodkit initrd, so both versions are loaded up front.
+const NFS_MODULES: [&str; 3] = ["nfs", "nfsv3", "nfsv4"];
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
@@ -153,17 +159,30 @@ pub fn build(req: &BuildRequest) -> Result<BootSet, NetbootError> {
             req.init.display()
         )));
     }
+    let tree = req.root.join("lib/modules").join(&req.kernel);
+    let dir = kmodkit_index::lookup::ModuleDirectory::new(tree.display().to_string());
+    let mut drivers = req.drivers.clone();
+    if matches!(req.root_source, RootSource::Nfs { .. }) {
+        for name in NFS_MODULES {
+            // Built in (or not configured): nothing to load.
+            let is_module = dir
+                .dep_line(name)
+                .map_err(kmodkit_inject::InjectError::from)?
+                .is_some();
+            if is_module && !drivers.iter().any(|d| d == name) {
+                drivers.push(name.to_string());
+            }
+        }
+    }
     let source = kmodkit_inject::plan::resolve_source(
         &req.root,
         &req.kernel,
-        &req.drivers,
+        &drivers,
         req.firmware,
         req.companions,
         req.force,
     )?;
     let resolution = source.resolution;
-    let tree = req.root.join("lib/modules").join(&req.kernel);
-    let dir = kmodkit_index::lookup::ModuleDirectory::new(tree.display().to_string());
     let in_set: Vec<&str> = resolution.modules.iter().map(|m| m.name.as_str()).collect();
     let mut modules = Vec::new();
     let mut specs = Vec::new();

@@ -59,6 +59,9 @@ pub struct VerifyRequest {
     /// The root image served at the root URL; `None`: the set's file of
     /// the URL's base name.
     pub root_image: Option<PathBuf>,
+    /// The tree an NFS-root set mounts, exported read-only over NFSv4 by
+    /// nfs-ganesha at the set's export path.
+    pub root_dir: Option<PathBuf>,
     /// A line the root's init prints; the boot is verified when it appears.
     pub marker: Option<String>,
     pub timeout: Duration,
@@ -608,6 +611,103 @@ s=http.server.ThreadingHTTPServer((sys.argv[2],int(sys.argv[3])),h)\n\
 print('ready',flush=True)\n\
 s.serve_forever()\n";
 
+/// Where the lab serves the set's root from.
+enum RootServer {
+    /// Python's http.server on `port`, the image at `path`.
+    Http {
+        url: String,
+        port: u16,
+        path: String,
+    },
+    /// nfs-ganesha exporting `dir` at `path` (the set's `SERVER:/PATH`).
+    Nfs { path: String, dir: PathBuf },
+}
+
+const GANESHA: &str = "ganesha.nfsd";
+
+/// `SERVER:/PATH` of an NFS root, the server an IPv4 address.
+fn split_export(export: &str) -> Result<(Ipv4Addr, String), NetbootError> {
+    let bad = |why: &str| NetbootError::Invalid(format!("NFS root {export}: {why}"));
+    let (host, path) = export
+        .split_once(':')
+        .ok_or_else(|| bad("expected SERVER:/PATH"))?;
+    if !path.starts_with('/') || path.contains('"') {
+        return Err(bad("the path must be absolute (and without quotes)"));
+    }
+    let host = host
+        .parse()
+        .map_err(|_| bad("the server is not an IPv4 address"))?;
+    Ok((host, path.to_string()))
+}
+
+/// nfs-ganesha's configuration for the lab: `dir` read-only at the
+/// pseudo path `path`, NFSv4 over TCP only (no rpcbind, no NLM, no
+/// grace period: the lab's server is new for each boot).
+fn ganesha_config(server: Ipv4Addr, path: &str, dir: &Path, state: &Path) -> String {
+    format!(
+        "NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = 2049; Bind_addr = {server}; \
+Enable_NLM = false; Enable_RQUOTA = false; }}\n\
+NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = \"{}\"; }}\n\
+NFS_KRB5 {{ Active_krb5 = false; }}\n\
+EXPORT {{ Export_Id = 1; Path = \"{}\"; Pseudo = \"{path}\"; Access_Type = RO; \
+Squash = No_Root_Squash; SecType = sys; Protocols = 4; Transports = TCP; FSAL {{ Name = VFS; }} }}\n",
+        state.display(),
+        dir.display()
+    )
+}
+
+/// Starts nfs-ganesha in the lab and waits until it serves.
+fn start_ganesha(
+    lab: &mut Lab,
+    logs: &Path,
+    server: Ipv4Addr,
+    path: &str,
+    dir: &Path,
+) -> Result<(), NetbootError> {
+    let dir = std::fs::canonicalize(dir).map_err(io(dir))?;
+    let state = logs.join("ganesha-state");
+    std::fs::create_dir_all(&state).map_err(io(&state))?;
+    let conf = logs.join("ganesha.conf");
+    std::fs::write(&conf, ganesha_config(server, path, &dir, &state)).map_err(io(&conf))?;
+    let log = logs.join("ganesha.log");
+    let _ = std::fs::remove_file(&log);
+    let child = lab
+        .command(GANESHA)
+        .arg("-F")
+        .arg("-L")
+        .arg(&log)
+        .arg("-f")
+        .arg(&conf)
+        .arg("-p")
+        .arg(logs.join("ganesha.pid"))
+        .args(["-N", "NIV_EVENT"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| NetbootError::Invalid(format!("{GANESHA}: {e}")))?;
+    lab.children.push(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("NFS SERVER INITIALIZED") {
+            return Ok(());
+        }
+        let ended = lab
+            .children
+            .last_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if ended || Instant::now() >= deadline {
+            return Err(NetbootError::Invalid(format!(
+                "nfs-ganesha did not start serving {} (see {})",
+                dir.display(),
+                log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Symlinks `target` at `www/url_path`.
 fn publish(www: &Path, url_path: &str, target: &Path) -> Result<(), NetbootError> {
     let at = www.join(url_path.trim_start_matches('/'));
@@ -628,28 +728,65 @@ pub fn verify(
     let manifest: ManifestView = serde_json::from_slice(&crate::read(&manifest_path)?)
         .map_err(|e| NetbootError::Invalid(format!("{}: {e}", manifest_path.display())))?;
     let settings = &manifest.settings;
-    let RootSource::Http { url: root_url, .. } = &settings.root else {
-        return Err(NetbootError::Invalid(
-            "verify serves HTTP roots; this set has an NFS root".into(),
-        ));
+    let (server, root) = match &settings.root {
+        RootSource::Http { url, .. } => {
+            let (server, port, path) = split_url(url)?;
+            (
+                server,
+                RootServer::Http {
+                    url: url.clone(),
+                    port,
+                    path,
+                },
+            )
+        }
+        RootSource::Nfs { export, .. } => {
+            let (host, path) = split_export(export)?;
+            let dir = req.root_dir.clone().ok_or_else(|| {
+                NetbootError::Invalid(format!(
+                    "the set's root is NFS ({export}): give --root-dir, the tree to export"
+                ))
+            })?;
+            if !dir.is_dir() {
+                return Err(NetbootError::Invalid(format!(
+                    "{}: --root-dir is not a directory",
+                    dir.display()
+                )));
+            }
+            if req.root_server_late.is_some() {
+                return Err(NetbootError::Invalid(
+                    "--root-server-late rehearses an HTTP root; this set's root is NFS".into(),
+                ));
+            }
+            (host, RootServer::Nfs { path, dir })
+        }
     };
-    let (server, root_port, root_path) = split_url(root_url)?;
+    let root_label = match &root {
+        RootServer::Http { url, .. } => url.clone(),
+        RootServer::Nfs { .. } => format!("NFS export {server}"),
+    };
+    let root_port = match &root {
+        RootServer::Http { port, .. } => Some(*port),
+        RootServer::Nfs { .. } => None,
+    };
     let boot = match &settings.boot_url {
         Some(url) => {
             let (host, port, path) = split_url(url)?;
             if host != server {
                 return Err(NetbootError::Invalid(format!(
-                    "the set's boot URL {url} and root URL {root_url} name two servers; verify hosts one"
+                    "the set's boot URL {url} and root {root_label} name two servers; verify hosts one"
                 )));
             }
             Some((port, path))
         }
         None => None,
     };
-    if req.root_server_late.is_some() && boot.as_ref().is_some_and(|(p, _)| *p == root_port) {
-        return Err(NetbootError::Invalid(format!(
-            "--root-server-late needs the root on its own port; the set serves its boot files and the root from port {root_port}"
-        )));
+    if let (Some(_), Some(port)) = (req.root_server_late, root_port) {
+        if boot.as_ref().is_some_and(|(p, _)| *p == port) {
+            return Err(NetbootError::Invalid(format!(
+                "--root-server-late needs the root on its own port; the set serves its boot files and the root from port {port}"
+            )));
+        }
     }
 
     // The node and the address it must get.
@@ -707,22 +844,23 @@ pub fn verify(
     // What the servers publish.
     let www = logs.join("www");
     let _ = std::fs::remove_dir_all(&www);
-    let root_image = match &req.root_image {
-        Some(p) => p.clone(),
-        None => set.join(
-            Path::new(&root_path)
-                .file_name()
-                .ok_or_else(|| NetbootError::Invalid(format!("{root_url}: no file name")))?,
-        ),
-    };
-    if !root_image.is_file() {
-        return Err(NetbootError::Invalid(format!(
-            "{}: the root image is missing (give --root-image)",
-            root_image.display()
-        )));
+    if let RootServer::Http { url, port, path } = &root {
+        let root_image = match &req.root_image {
+            Some(p) => p.clone(),
+            None => set.join(
+                Path::new(path)
+                    .file_name()
+                    .ok_or_else(|| NetbootError::Invalid(format!("{url}: no file name")))?,
+            ),
+        };
+        if !root_image.is_file() {
+            return Err(NetbootError::Invalid(format!(
+                "{}: the root image is missing (give --root-image)",
+                root_image.display()
+            )));
+        }
+        publish(&www.join(format!("port-{port}")), path, &root_image)?;
     }
-    let root_www = www.join(format!("port-{root_port}"));
-    publish(&root_www, &root_path, &root_image)?;
     if let Some((port, path)) = &boot {
         let dir = www.join(format!("port-{port}"));
         for f in crate::build::FILES {
@@ -763,6 +901,11 @@ pub fn verify(
                 "{tool} is not installed (Debian: qemu-system-x86 ipxe-qemu, dnsmasq-base, python3, util-linux, iproute2)"
             )));
         }
+    }
+    if matches!(root, RootServer::Nfs { .. }) && !crate::verify::on_path(GANESHA) {
+        return Err(NetbootError::Invalid(format!(
+            "{GANESHA} is not installed (Debian: nfs-ganesha nfs-ganesha-vfs); it serves the NFS root"
+        )));
     }
 
     let mut lab = Lab::start(server, prefix)?;
@@ -835,10 +978,20 @@ pub fn verify(
     if let Some((port, _)) = &boot {
         start_http(&mut lab, *port)?;
     }
-    let mut root_started = boot.as_ref().is_some_and(|(p, _)| *p == root_port);
-    if !root_started && req.root_server_late.is_none() {
-        start_http(&mut lab, root_port)?;
-        root_started = true;
+    let mut root_started = match (&root, &boot) {
+        (RootServer::Http { port, .. }, Some((boot_port, _))) => port == boot_port,
+        _ => false,
+    };
+    match &root {
+        RootServer::Http { port, .. } if !root_started && req.root_server_late.is_none() => {
+            start_http(&mut lab, *port)?;
+            root_started = true;
+        }
+        RootServer::Nfs { path, dir } => {
+            start_ganesha(&mut lab, &logs, server, path, dir)?;
+            root_started = true;
+        }
+        RootServer::Http { .. } => {}
     }
 
     let mut qemu = lab
@@ -888,9 +1041,11 @@ pub fn verify(
         if end_after.is_some_and(|t| now >= t) || now >= deadline {
             break;
         }
-        if let (Some(late), Some(at), false) = (req.root_server_late, network_at, root_started) {
+        if let (Some(late), Some(at), false, Some(port)) =
+            (req.root_server_late, network_at, root_started, root_port)
+        {
             if now >= at + late {
-                start_http(&mut lab, root_port)?;
+                start_http(&mut lab, port)?;
                 root_started = true;
             }
         }
@@ -1009,6 +1164,18 @@ mod tests {
         assert_eq!(split_url("http://10.0.0.1").unwrap().1, 80);
         assert!(split_url("https://10.0.0.1/x").is_err());
         assert!(split_url("http://head/x").is_err());
+    }
+
+    #[test]
+    fn nfs_exports() {
+        assert_eq!(
+            split_export("10.0.0.1:/srv/root").unwrap(),
+            ("10.0.0.1".parse().unwrap(), "/srv/root".into())
+        );
+        assert!(split_export("head:/srv/root").is_err());
+        assert!(split_export("10.0.0.1:srv").is_err());
+        assert!(split_export("10.0.0.1:/a\"b").is_err());
+        assert!(split_export("/srv/root").is_err());
     }
 
     #[test]

@@ -67,12 +67,13 @@ kmodkit netboot dhcp-config --nodes nodes.txt --format dhcpd \\\n    \
 qemu (TCG) network-boots through its iPXE ROM (Debian ipxe-qemu) on a tap inside a private \
 network namespace, where dnsmasq serves DHCP (the node list's reservations, as `dhcp-config` \
 writes them) and TFTP (boot.ipxe), and Python's http.server serves the set's --url and the root \
-image at the root URL's address. The stages, timed on one clock from qemu's start: \
+image at the root URL's address (an NFS root: nfs-ganesha exports --root-dir read-only over \
+NFSv4 at the set's SERVER:/PATH). The stages, timed on one clock from qemu's start: \
 firmware-dhcp, boot-script, kernel-fetch, kernel-start, modules (every module of the manifest \
 in the kernel), interface, network (the address kmodkit-init configured), lease (dnsmasq's \
 lease file holds the node's reservation), root (image fetched, sha256 ok), switch-root, \
 root-init (the root's init printed --marker).\n\n\
-Needs root (a network namespace), qemu-system-x86, ipxe-qemu, dnsmasq-base, python3. \
+Needs root (a network namespace), qemu-system-x86, ipxe-qemu, dnsmasq-base, python3 (an NFS root: nfs-ganesha, nfs-ganesha-vfs). \
 Nothing outside the namespace is touched; the console, server logs, dnsmasq's configuration \
 and lease file stay in --logs. --no-os-lease and --root-server-late rehearse the failures a \
 site meets (an OS stage without a reservation, a root server that comes up late).\n\n\
@@ -81,7 +82,8 @@ verification could not run.",
         after_help = "Examples:\n  \
 kmodkit netboot verify out --nodes nodes.txt --node n1 --marker 'root is up'\n  \
 kmodkit netboot verify out --root-image root.cpio.gz --json\n  \
-kmodkit netboot verify out --nodes nodes.txt --root-server-late 10"
+kmodkit netboot verify out --nodes nodes.txt --root-server-late 10\n  \
+kmodkit netboot verify nfs-set --nodes nodes.txt --root-dir /srv/node-root"
     )]
     Verify(VerifyArgs),
 }
@@ -194,6 +196,9 @@ pub struct VerifyArgs {
     /// The root image served at the root URL [default: DIR/<the URL's file name>]
     #[arg(long, value_name = "FILE")]
     pub root_image: Option<PathBuf>,
+    /// For a set with an NFS root: the tree exported (read-only, NFSv4, by nfs-ganesha)
+    #[arg(long, value_name = "DIR", conflicts_with = "root_image")]
+    pub root_dir: Option<PathBuf>,
     /// A line the root's init prints; the boot is verified when it appears
     #[arg(long, value_name = "TEXT")]
     pub marker: Option<String>,
@@ -251,6 +256,7 @@ fn run_verify(a: &VerifyArgs) -> Result<bool> {
         node: a.node.clone(),
         dhcp_config: a.dhcp_config.clone(),
         root_image: a.root_image.clone(),
+        root_dir: a.root_dir.clone(),
         marker: a.marker.clone(),
         timeout: Duration::from_secs(a.timeout),
         no_os_lease: a.no_os_lease,

@@ -97,28 +97,38 @@ fn entry(name: &str, file_type: FileType, perm: u32) -> SourceEntry {
     SourceEntry::new(name.as_bytes().to_vec(), file_type, perm)
 }
 
-/// The root: static busybox; /sbin/init prints the loaded modules, the
-/// lease kmodkit-init handed over, a marker, and powers off.
-fn root_image(dir: &Path) -> PathBuf {
+fn static_busybox() -> &'static Path {
     require_tool("busybox", "busybox-static");
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+    ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(Path::new)
         .find(|p| p.is_file())
-        .unwrap();
-    let init = dir.join("root-init");
-    std::fs::write(
-        &init,
-        format!(
-            "#!/bin/busybox sh\n\
-             export PATH=/bin\n\
-             while read -r name rest; do echo \"ROOT-MODULE $name\"; done < /proc/modules\n\
-             while read -r line; do echo \"ROOT-LEASE $line\"; done < /run/kmodkit/lease\n\
-             echo {MARKER}\n\
-             poweroff -f\n"
-        ),
+        .unwrap()
+}
+
+/// The root's /sbin/init: prints the loaded modules, the lease
+/// kmodkit-init handed over, what / is mounted from, a marker, and powers
+/// off.
+fn root_init_script() -> String {
+    format!(
+        "#!/bin/busybox sh\n\
+         export PATH=/bin\n\
+         while read -r name rest; do echo \"ROOT-MODULE $name\"; done < /proc/modules\n\
+         while read -r line; do echo \"ROOT-LEASE $line\"; done < /run/kmodkit/lease\n\
+         while read -r dev at fs opts rest; do [ \"$at\" = / ] && echo \"ROOT-FS $dev $fs $opts\"; done < /proc/mounts\n\
+         echo {MARKER}\n\
+         poweroff -f\n"
     )
-    .unwrap();
+}
+
+const ROOT_APPLETS: [&str; 5] = ["sh", "echo", "poweroff", "cat", "["];
+const ROOT_DIRS: [&str; 6] = ["dev", "proc", "sys", "run", "etc", "tmp"];
+
+/// The root as an image (a gzip newc cpio): static busybox and the init.
+fn root_image(dir: &Path) -> PathBuf {
+    let busybox = static_busybox();
+    let init = dir.join("root-init");
+    std::fs::write(&init, root_init_script()).unwrap();
     let mut entries = Vec::new();
     for (name, source) in [("bin/busybox", busybox), ("sbin/init", init.as_path())] {
         let mut e = entry(name, FileType::Regular, 0o755);
@@ -126,13 +136,13 @@ fn root_image(dir: &Path) -> PathBuf {
         e.source = Some(source.to_path_buf());
         entries.push(e);
     }
-    for applet in ["sh", "echo", "poweroff", "cat"] {
+    for applet in ROOT_APPLETS {
         let mut link = entry(&format!("bin/{applet}"), FileType::Symlink, 0o777);
         link.link_target = b"busybox".to_vec();
         link.size = 7;
         entries.push(link);
     }
-    for d in ["dev", "proc", "sys", "run", "etc", "tmp"] {
+    for d in ROOT_DIRS {
         entries.push(entry(d, FileType::Directory, 0o755));
     }
     let planned = plan(entries, &CreateOptions::default()).unwrap();
@@ -262,9 +272,27 @@ fn stage<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
         .unwrap_or_else(|| panic!("no stage {name} in {report}"))
 }
 
+/// The same root as a directory tree (what an NFS server exports).
+fn root_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("sbin")).unwrap();
+    std::fs::copy(static_busybox(), dir.join("bin/busybox")).unwrap();
+    for applet in ROOT_APPLETS {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
+    for d in ROOT_DIRS {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let init = dir.join("sbin/init");
+    std::fs::write(&init, root_init_script()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A boot through iPXE that must reach the root with every module of
-/// kmod's closure loaded and the node's reserved address.
-fn assert_boots_to_root(kver: &str, set: &Path, modules: &[String], extra: &[&str]) {
+/// kmod's closure loaded and the node's reserved address; the console.
+/// The root is `SET/../serve/root.cpio.gz` unless `extra` gives --root-dir.
+fn assert_boots_to_root(kver: &str, set: &Path, modules: &[String], extra: &[&str]) -> String {
     let dir = set.parent().unwrap();
     let (nodes, conf) = dhcp_files(dir);
     let mut args = vec![
@@ -274,11 +302,13 @@ fn assert_boots_to_root(kver: &str, set: &Path, modules: &[String], extra: &[&st
         "n1".into(),
         "--dhcp-config".into(),
         conf.display().to_string(),
-        "--root-image".into(),
-        dir.join("serve/root.cpio.gz").display().to_string(),
         "--marker".into(),
         MARKER.into(),
     ];
+    if !extra.contains(&"--root-dir") {
+        args.push("--root-image".into());
+        args.push(dir.join("serve/root.cpio.gz").display().to_string());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, report, console) = verify(set, &args);
@@ -321,6 +351,7 @@ fn assert_boots_to_root(kver: &str, set: &Path, modules: &[String], extra: &[&st
             .any(|l| l.starts_with("ROOT-LEASE") && l.contains(RESERVED)),
         "{kver}: the reservation {RESERVED} was not handed to the root:\n{console}"
     );
+    console
 }
 
 /// A boot that must fail in `want_stage`, named on the console by
@@ -524,6 +555,74 @@ fn static_address_boots() {
             .lines()
             .any(|l| l == "ROOT-LEASE address=10.77.0.77"),
         "no static address handed to the root:\n{console}"
+    );
+}
+
+/// An NFS root: the set carries kmod's closure of the NIC driver and the
+/// kernel's NFS client (nfs, nfsv3, nfsv4: modules on Debian, loaded
+/// before the mount since the initrd has no modprobe for
+/// request_module), and the node mounts a read-only NFSv4 export
+/// (nfs-ganesha) as / and runs its init there.
+#[test]
+fn nfs_root_boots_read_only() {
+    require_tool("ganesha.nfsd", "nfs-ganesha");
+    let kver = kernel_61();
+    let root = kmodkit_fixtures::fixture_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("exported-root");
+    root_tree(&tree);
+    let out = tmp.path().join("set");
+    let drivers = ["virtio_pci", "virtio_net"];
+    let export = format!("{SERVER}:/srv/root");
+    let output = kmodkit()
+        .args(["netboot", "build", "--root"])
+        .arg(&root)
+        .args(["--kernel", &kver, "--out"])
+        .arg(&out)
+        .arg("--init")
+        .arg(kmodkit_fixtures::static_kmodkit_init())
+        .args(["--root-nfs", &export, "--json"])
+        .args(drivers)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "netboot build --root-nfs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut ours = manifest_modules(&manifest);
+    // Only what the kernel has as modules is added (built-in needs nothing).
+    let builtin =
+        std::fs::read_to_string(root.join("lib/modules").join(&kver).join("modules.builtin"))
+            .unwrap_or_default();
+    let mut wanted: Vec<&str> = drivers.to_vec();
+    for m in ["nfs", "nfsv3", "nfsv4"] {
+        if !builtin.lines().any(|l| l.ends_with(&format!("/{m}.ko"))) {
+            wanted.push(m);
+        }
+    }
+    let mut kmod = kmod_closure(&root, &kver, &wanted);
+    ours.sort();
+    kmod.sort();
+    assert_eq!(ours, kmod, "manifest modules vs modprobe --show-depends");
+
+    let console = assert_boots_to_root(
+        &kver,
+        &out,
+        &kmod,
+        &["--root-dir", &tree.display().to_string()],
+    );
+    let root_fs = console
+        .lines()
+        .find_map(|l| l.strip_prefix("ROOT-FS "))
+        .unwrap_or_else(|| panic!("the root printed no ROOT-FS line:\n{console}"));
+    let fields: Vec<&str> = root_fs.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"10.77.0.1:/srv/root"), "{root_fs}");
+    assert_eq!(fields.get(1), Some(&"nfs4"), "/ is not NFSv4: {root_fs}");
+    assert!(
+        console.contains("root: nfs 10.77.0.1:/srv/root mounted on /sysroot"),
+        "{console}"
     );
 }
 
