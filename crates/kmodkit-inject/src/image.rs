@@ -110,6 +110,17 @@ fn module_tail(name: &str) -> Option<&str> {
         .or_else(|| name.strip_prefix("usr/lib/modules/"))
 }
 
+/// Whether a directory name under `lib/modules` is a kernel's: a kernel
+/// release starts with its version number (KERNELRELEASE is
+/// `$(VERSION).$(PATCHLEVEL).$(SUBLEVEL)$(EXTRAVERSION)$(LOCALVERSION)`,
+/// the kernel's top Makefile). Other directories live there too: dracut's
+/// modsign module puts the module-signing certificates in
+/// `lib/modules/keys` (whenever keyctl is installed); they are carried
+/// along, not taken for a kernel.
+fn is_kernel_release(name: &str) -> bool {
+    name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+}
+
 struct Collector<'a> {
     facts: &'a mut ImageFacts,
     /// The open scratch file and the kept-content buffer of the current
@@ -149,7 +160,9 @@ impl Visitor for Collector<'_> {
         let mut want_data = false;
         if let Some(tail) = module_tail(&name) {
             let release = tail.split('/').next().unwrap_or("");
-            if !release.is_empty() && !self.facts.kernel_releases.iter().any(|r| r == release) {
+            if is_kernel_release(release)
+                && !self.facts.kernel_releases.iter().any(|r| r == release)
+            {
                 self.facts.kernel_releases.push(release.to_string());
                 if let Some(tx) = &self.notify {
                     // The listener may be gone; reading goes on regardless.
@@ -374,6 +387,20 @@ pub fn is_module_name(name: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases_start_with_the_version() {
+        for release in [
+            "6.1.0-53-amd64",
+            "6.12.117+deb12-amd64",
+            "5.14.0-427.el9.x86_64",
+        ] {
+            assert!(is_kernel_release(release), "{release}");
+        }
+        for other in ["keys", "", "extra", ".hidden"] {
+            assert!(!is_kernel_release(other), "{other:?}");
+        }
+    }
 
     /// Facts of an image that holds `dirs`, `files` (with their content)
     /// and `links`, for the generator and network-stack decisions that

@@ -162,6 +162,7 @@ pub fn build(req: &BuildRequest) -> Result<BootSet, NetbootError> {
     let tree = req.root.join("lib/modules").join(&req.kernel);
     let dir = kmodkit_index::lookup::ModuleDirectory::new(tree.display().to_string());
     let mut drivers = req.drivers.clone();
+    let mut for_nfs_root = Vec::new();
     if matches!(req.root_source, RootSource::Nfs { .. }) {
         for name in NFS_MODULES {
             // Built in (or not configured): nothing to load.
@@ -171,6 +172,7 @@ pub fn build(req: &BuildRequest) -> Result<BootSet, NetbootError> {
                 .is_some();
             if is_module && !drivers.iter().any(|d| d == name) {
                 drivers.push(name.to_string());
+                for_nfs_root.push(name);
             }
         }
     }
@@ -211,7 +213,14 @@ pub fn build(req: &BuildRequest) -> Result<BootSet, NetbootError> {
         modules.push(ManifestModule {
             name: m.name.clone(),
             path,
-            why: m.why.clone(),
+            why: if for_nfs_root.contains(&m.name.as_str()) {
+                Why::Companion {
+                    of: "the NFS root".into(),
+                    why: "the kernel's NFS client, loaded before the mount".into(),
+                }
+            } else {
+                m.why.clone()
+            },
             depends,
         });
     }

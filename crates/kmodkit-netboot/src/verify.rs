@@ -611,6 +611,40 @@ s=http.server.ThreadingHTTPServer((sys.argv[2],int(sys.argv[3])),h)\n\
 print('ready',flush=True)\n\
 s.serve_forever()\n";
 
+/// Waits until dnsmasq (the lab's last child) has bound its DHCP socket;
+/// if it ends first, its own words say why (a TFTP root it cannot read,
+/// a configuration line it refuses), not a firmware that found no server.
+fn wait_for_dnsmasq(lab: &mut Lab, log: &Path) -> Result<(), NetbootError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("sockets bound exclusively") {
+            return Ok(());
+        }
+        let ended = lab
+            .children
+            .last_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if ended || Instant::now() >= deadline {
+            // The forwarding thread may still be writing the last lines.
+            std::thread::sleep(Duration::from_millis(200));
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let said: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .rev()
+                .take(3)
+                .collect();
+            return Err(NetbootError::Invalid(format!(
+                "dnsmasq did not start: {} (see {})",
+                said.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Where the lab serves the set's root from.
 enum RootServer {
     /// Python's http.server on `port`, the image at `path`.
@@ -930,6 +964,9 @@ pub fn verify(
         .arg(format!("--tftp-root={}", set.display()))
         .arg(format!("--dhcp-leasefile={}", leases.display()))
         .arg(format!("--conf-file={}", conf_path.display()))
+        // No drop to `nobody`: the set and the logs may sit in a directory
+        // only root reads (mktemp -d); the lab is private to this run.
+        .args(["--user=root", "--group=root"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -943,6 +980,7 @@ pub fn verify(
         Some(dnsmasq_log),
     );
     lab.children.push(dnsmasq);
+    wait_for_dnsmasq(&mut lab, &logs.join("dnsmasq.log"))?;
 
     let http_log = |name: String| std::fs::File::create(logs.join(name)).map_err(io(&logs));
     let start_http = |lab: &mut Lab, port: u16| -> Result<(), NetbootError> {

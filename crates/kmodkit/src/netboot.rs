@@ -283,7 +283,11 @@ fn run_verify(a: &VerifyArgs) -> Result<bool> {
             a.set.display()
         );
     }
-    let report = verify::verify(&req, &mut progress)?;
+    // A lab that cannot run (a missing tool, a server that will not start,
+    // a set that names two servers) is exit 2, as --help says; 1 is kept
+    // for a node that failed a stage.
+    let report = verify::verify(&req, &mut progress)
+        .map_err(|e| anyhow::Error::new(crate::UsageError(format!("netboot verify: {e}"))))?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &report)?;

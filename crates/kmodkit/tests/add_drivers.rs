@@ -327,6 +327,40 @@ fn dracut_image_without_network_module_says_so() {
     );
 }
 
+/// dracut's modsign module (in whenever keyctl is installed, as on RHEL;
+/// scripts/initrd-fixtures adds it to every dracut image) keeps the
+/// module-signing certificates in lib/modules/keys. That directory is no
+/// kernel's: add-drivers finds the image's one kernel and, in both modes,
+/// writes an image where GNU cpio still finds the directory.
+#[test]
+fn dracut_modsign_keys_directory_is_carried_not_taken_for_a_kernel() {
+    require("cpio", "cpio");
+    let img = find_image("dracut-net.img");
+    let scratch = Scratch::new("modsign");
+    let before = scratch.join("before");
+    unpack_with_gnu_cpio(&img.path, &before, &scratch);
+    assert!(
+        before.join("usr/lib/modules/keys").is_dir(),
+        "{} has no usr/lib/modules/keys: scripts/initrd-fixtures adds dracut's modsign module",
+        img.path.display()
+    );
+    for mode in ["--append", "--rebuild"] {
+        let path = copy_image(&img, &scratch);
+        let report = add_drivers_json(&[mode, "--no-backup", "rdma_rxe"], &path);
+        assert_eq!(
+            report["plan"]["image_kernel"],
+            img.kver.as_str(),
+            "{report:#}"
+        );
+        let after = scratch.join(&format!("after{mode}"));
+        unpack_with_gnu_cpio(&path, &after, &scratch);
+        assert!(
+            after.join("usr/lib/modules/keys").is_dir(),
+            "{mode} lost usr/lib/modules/keys"
+        );
+    }
+}
+
 /// Unpacks every segment in order with GNU cpio (later files replace
 /// earlier ones, as in the kernel).
 fn unpack_with_gnu_cpio(image: &Path, dir: &Path, scratch: &Scratch) {

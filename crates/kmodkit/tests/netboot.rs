@@ -698,6 +698,53 @@ fn failures_name_their_stage() {
     assert_fails_in(&bare, &base, "interface");
 }
 
+/// A lab that cannot start is exit 2 with dnsmasq's own words, not a
+/// firmware stage that "found no server"; and a set in a directory only
+/// root may read (mktemp -d) is served all the same.
+#[test]
+fn verify_names_a_dhcp_server_that_cannot_start() {
+    require_tool("dnsmasq", "dnsmasq-base");
+    let kver = kernel_61();
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = tmp.path().join("serve");
+    std::fs::create_dir(&serve).unwrap();
+    let image = root_image(&serve);
+    let out = tmp.path().join("set");
+    build(
+        &kver,
+        &out,
+        &format!("http://{SERVER}:8081/root.cpio.gz"),
+        &image,
+        &["virtio_pci", "virtio_net"],
+    );
+    let (nodes, _) = dhcp_files(tmp.path());
+    let bad = tmp.path().join("bad.conf");
+    std::fs::write(
+        &bad,
+        "dhcp-host=52:54:00:12:34:56,10.77.0.23\nno-such-option=1\n",
+    )
+    .unwrap();
+    let output = kmodkit()
+        .args(["netboot", "verify"])
+        .arg(&out)
+        .arg("--nodes")
+        .arg(&nodes)
+        .arg("--dhcp-config")
+        .arg(&bad)
+        .arg("--root-image")
+        .arg(&image)
+        .arg("--logs")
+        .arg(tmp.path().join("logs"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("dnsmasq did not start") && err.contains("bad option at line 2"),
+        "{err}"
+    );
+}
+
 /// Unknown and old names are refused or explained as add-drivers does it.
 #[test]
 fn names_as_add_drivers_words_them() {
