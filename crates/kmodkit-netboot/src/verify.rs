@@ -611,14 +611,24 @@ s=http.server.ThreadingHTTPServer((sys.argv[2],int(sys.argv[3])),h)\n\
 print('ready',flush=True)\n\
 s.serve_forever()\n";
 
-/// Waits until dnsmasq (the lab's last child) has bound its DHCP socket;
-/// if it ends first, its own words say why (a TFTP root it cannot read,
-/// a configuration line it refuses), not a firmware that found no server.
-fn wait_for_dnsmasq(lab: &mut Lab, log: &Path) -> Result<(), NetbootError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Waits until the lab's last child, a server, writes `ready` into its
+/// `log`. If it ends first (or takes `patience`), the error is its own
+/// last words: a TFTP root dnsmasq cannot read, a configuration line it
+/// refuses, an export nfs-ganesha cannot open — not a node stage that
+/// "found no server" later.
+fn wait_until_serving(
+    lab: &mut Lab,
+    server: &str,
+    log: &Path,
+    ready: &str,
+    patience: Duration,
+) -> Result<(), NetbootError> {
+    let deadline = Instant::now() + patience;
     loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("sockets bound exclusively") {
+        if std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains(ready)
+        {
             return Ok(());
         }
         let ended = lab
@@ -626,18 +636,19 @@ fn wait_for_dnsmasq(lab: &mut Lab, log: &Path) -> Result<(), NetbootError> {
             .last_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
         if ended || Instant::now() >= deadline {
-            // The forwarding thread may still be writing the last lines.
+            // A forwarding thread may still be writing the last lines.
             std::thread::sleep(Duration::from_millis(200));
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            let said: Vec<&str> = text
+            let mut said: Vec<&str> = text
                 .lines()
                 .filter(|l| !l.trim().is_empty())
                 .rev()
                 .take(3)
                 .collect();
+            said.reverse();
             return Err(NetbootError::Invalid(format!(
-                "dnsmasq did not start: {} (see {})",
-                said.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                "{server} did not start: {} (see {})",
+                said.join(" | "),
                 log.display()
             )));
         }
@@ -721,25 +732,13 @@ fn start_ganesha(
         .spawn()
         .map_err(|e| NetbootError::Invalid(format!("{GANESHA}: {e}")))?;
     lab.children.push(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("NFS SERVER INITIALIZED") {
-            return Ok(());
-        }
-        let ended = lab
-            .children
-            .last_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-        if ended || Instant::now() >= deadline {
-            return Err(NetbootError::Invalid(format!(
-                "nfs-ganesha did not start serving {} (see {})",
-                dir.display(),
-                log.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_serving(
+        lab,
+        "nfs-ganesha",
+        &log,
+        "NFS SERVER INITIALIZED",
+        Duration::from_secs(30),
+    )
 }
 
 /// Symlinks `target` at `www/url_path`.
@@ -980,7 +979,13 @@ pub fn verify(
         Some(dnsmasq_log),
     );
     lab.children.push(dnsmasq);
-    wait_for_dnsmasq(&mut lab, &logs.join("dnsmasq.log"))?;
+    wait_until_serving(
+        &mut lab,
+        "dnsmasq",
+        &logs.join("dnsmasq.log"),
+        "sockets bound exclusively",
+        Duration::from_secs(10),
+    )?;
 
     let http_log = |name: String| std::fs::File::create(logs.join(name)).map_err(io(&logs));
     let start_http = |lab: &mut Lab, port: u16| -> Result<(), NetbootError> {
