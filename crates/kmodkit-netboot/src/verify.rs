@@ -668,6 +668,15 @@ enum RootServer {
     Nfs { path: String, dir: PathBuf },
 }
 
+impl RootServer {
+    fn http_port(&self) -> Option<u16> {
+        match self {
+            RootServer::Http { port, .. } => Some(*port),
+            RootServer::Nfs { .. } => None,
+        }
+    }
+}
+
 const GANESHA: &str = "ganesha.nfsd";
 
 /// `SERVER:/PATH` of an NFS root, the server an IPv4 address.
@@ -794,20 +803,17 @@ pub fn verify(
             (host, RootServer::Nfs { path, dir })
         }
     };
-    let root_label = match &root {
-        RootServer::Http { url, .. } => url.clone(),
-        RootServer::Nfs { .. } => format!("NFS export {server}"),
-    };
-    let root_port = match &root {
-        RootServer::Http { port, .. } => Some(*port),
-        RootServer::Nfs { .. } => None,
-    };
+    let root_port = root.http_port();
     let boot = match &settings.boot_url {
         Some(url) => {
             let (host, port, path) = split_url(url)?;
             if host != server {
+                let root_at = match &root {
+                    RootServer::Http { url, .. } => url.clone(),
+                    RootServer::Nfs { .. } => format!("NFS export {server}"),
+                };
                 return Err(NetbootError::Invalid(format!(
-                    "the set's boot URL {url} and root {root_label} name two servers; verify hosts one"
+                    "the set's boot URL {url} and root {root_at} name two servers; verify hosts one"
                 )));
             }
             Some((port, path))
@@ -1021,20 +1027,13 @@ pub fn verify(
     if let Some((port, _)) = &boot {
         start_http(&mut lab, *port)?;
     }
-    let mut root_started = match (&root, &boot) {
-        (RootServer::Http { port, .. }, Some((boot_port, _))) => port == boot_port,
-        _ => false,
-    };
+    let mut root_started = true;
     match &root {
-        RootServer::Http { port, .. } if !root_started && req.root_server_late.is_none() => {
-            start_http(&mut lab, *port)?;
-            root_started = true;
-        }
-        RootServer::Nfs { path, dir } => {
-            start_ganesha(&mut lab, &logs, server, path, dir)?;
-            root_started = true;
-        }
-        RootServer::Http { .. } => {}
+        RootServer::Nfs { path, dir } => start_ganesha(&mut lab, &logs, server, path, dir)?,
+        // Served with the boot files already.
+        RootServer::Http { port, .. } if boot.as_ref().is_some_and(|(p, _)| p == port) => {}
+        RootServer::Http { .. } if req.root_server_late.is_some() => root_started = false,
+        RootServer::Http { port, .. } => start_http(&mut lab, *port)?,
     }
 
     let mut qemu = lab

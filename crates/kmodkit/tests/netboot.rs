@@ -179,6 +179,23 @@ fn build_with(
     drivers: &[&str],
     flags: &[&str],
 ) -> serde_json::Value {
+    let root = [
+        "--root-url".into(),
+        root_url.into(),
+        "--root-image".into(),
+        root_image.as_os_str().to_owned(),
+    ];
+    build_set(kver, out, &root, drivers, flags)
+}
+
+/// `netboot build --json` with the root given by `root_args`; the manifest.
+fn build_set(
+    kver: &str,
+    out: &Path,
+    root_args: &[std::ffi::OsString],
+    drivers: &[&str],
+    flags: &[&str],
+) -> serde_json::Value {
     let mut cmd = kmodkit();
     cmd.args(["netboot", "build", "--root"])
         .arg(kmodkit_fixtures::fixture_root())
@@ -186,8 +203,7 @@ fn build_with(
         .arg(out)
         .arg("--init")
         .arg(kmodkit_fixtures::static_kmodkit_init())
-        .args(["--root-url", root_url, "--root-image"])
-        .arg(root_image)
+        .args(root_args)
         .arg("--json")
         .args(flags)
         .args(drivers)
@@ -574,23 +590,13 @@ fn nfs_root_boots_read_only() {
     let out = tmp.path().join("set");
     let drivers = ["virtio_pci", "virtio_net"];
     let export = format!("{SERVER}:/srv/root");
-    let output = kmodkit()
-        .args(["netboot", "build", "--root"])
-        .arg(&root)
-        .args(["--kernel", &kver, "--out"])
-        .arg(&out)
-        .arg("--init")
-        .arg(kmodkit_fixtures::static_kmodkit_init())
-        .args(["--root-nfs", &export, "--json"])
-        .args(drivers)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "netboot build --root-nfs: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let manifest = build_set(
+        &kver,
+        &out,
+        &["--root-nfs".into(), export.into()],
+        &drivers,
+        &[],
     );
-    let manifest: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let mut ours = manifest_modules(&manifest);
     // Only what the kernel has as modules is added (built-in needs nothing).
     let builtin =
